@@ -1,0 +1,290 @@
+// mapping.cpp: compiles each column's source path (tables.hpp) once into a small expression tree
+// and evaluates it on every JSON element, checking that the value has the type the column needs.
+#include "cpp_only.hpp"
+
+#include "mapping.hpp"
+
+#include <cctype>
+
+namespace squaresync {
+
+namespace {
+
+std::vector<std::string> split(const std::string& s, char sep) {
+    std::vector<std::string> parts;
+    std::string cur;
+    int depth = 0;
+    for (char c : s) {
+        if (c == '(') ++depth;
+        if (c == ')') --depth;
+        if (c == sep && depth == 0) {
+            parts.push_back(cur);
+            cur.clear();
+        } else {
+            cur += c;
+        }
+    }
+    parts.push_back(cur);
+    return parts;
+}
+
+const json* walk(const json* j, const std::vector<std::string>& parts) {
+    for (const auto& p : parts) {
+        if (j == nullptr || !j->is_object()) return nullptr;
+        auto it = j->find(p);
+        if (it == j->end()) return nullptr;
+        j = &*it;
+    }
+    return (j == nullptr || j->is_null()) ? nullptr : j;
+}
+
+std::string describe(const json& v) {
+    switch (v.type()) {
+        case json::value_t::string: return "a string";
+        case json::value_t::boolean: return "a boolean";
+        case json::value_t::number_integer:
+        case json::value_t::number_unsigned: return "an integer";
+        case json::value_t::number_float: return "a number";
+        case json::value_t::object: return "an object";
+        case json::value_t::array: return "an array";
+        default: return "null";
+    }
+}
+
+bool is_integer_text(const std::string& s) {
+    std::size_t i = (!s.empty() && s[0] == '-') ? 1 : 0;
+    if (i >= s.size() || s.size() > 20) return false;
+    for (; i < s.size(); ++i)
+        if (!std::isdigit(static_cast<unsigned char>(s[i]))) return false;
+    return true;
+}
+
+bool is_decimal_text(const std::string& s) {
+    std::size_t i = (!s.empty() && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
+    bool digit = false, dot = false;
+    for (; i < s.size(); ++i) {
+        if (std::isdigit(static_cast<unsigned char>(s[i]))) {
+            digit = true;
+        } else if (s[i] == '.' && !dot) {
+            dot = true;
+        } else {
+            return false;
+        }
+    }
+    return digit && s.size() <= 40;
+}
+
+bool looks_like_timestamp(const std::string& s) {
+    return s.size() >= 10 && s.size() <= 40 && std::isdigit(static_cast<unsigned char>(s[0])) && s[4] == '-';
+}
+
+}  // namespace
+
+struct TableMapper::Expr {
+    enum Kind { Path, ArrayPath, Raw, Index, HashIndex, Any, If, Alt } kind;
+    bool from_parent = false;
+    std::vector<std::string> path;       // Path; the array for ArrayPath
+    std::vector<std::string> elem_path;  // ArrayPath: inside each element
+    std::vector<std::unique_ptr<Expr>> args;
+
+    static std::unique_ptr<Expr> compile(const std::string& src) {
+        auto e = std::make_unique<Expr>();
+        auto alts = split(src, '|');
+        if (alts.size() > 1) {
+            e->kind = Alt;
+            for (const auto& a : alts) e->args.push_back(compile(a));
+            return e;
+        }
+        if (src == "$") {
+            e->kind = Raw;
+        } else if (src == "@index") {
+            e->kind = Index;
+        } else if (src == "#") {
+            e->kind = HashIndex;
+        } else if (src.rfind("any(", 0) == 0 || src.rfind("if(", 0) == 0) {
+            e->kind = src[0] == 'a' ? Any : If;
+            const auto open = src.find('(');
+            for (const auto& a : split(src.substr(open + 1, src.size() - open - 2), ','))
+                e->args.push_back(compile(a));
+        } else {
+            std::string p = src;
+            if (!p.empty() && p[0] == '^') {
+                e->from_parent = true;
+                p = p.substr(1);
+            }
+            const auto arr = p.find("[]");
+            if (arr != std::string::npos) {
+                e->kind = ArrayPath;
+                e->path = split(p.substr(0, arr), '.');
+                const std::string rest = p.substr(arr + 2);
+                if (!rest.empty()) e->elem_path = split(rest.substr(1), '.');
+            } else {
+                e->kind = Path;
+                e->path = split(p, '.');
+            }
+        }
+        return e;
+    }
+};
+
+namespace {
+
+struct Ctx {
+    const json& element;
+    const json* parent;
+    std::size_t index;
+    const std::string& table;
+    const std::string& column;
+};
+
+[[noreturn]] void bad(const Ctx& c, const std::string& what) {
+    throw MappingError(c.table + "." + c.column + ": " + what);
+}
+
+bool truthy(const TableMapper::Expr& e, const Ctx& c) {
+    const json* base = e.from_parent ? c.parent : &c.element;
+    const json* v = walk(base, e.path);
+    if (v == nullptr) return false;
+    if (!v->is_boolean()) bad(c, "expected a boolean, got " + describe(*v));
+    return v->get<bool>();
+}
+
+std::optional<std::string> scalar_text(const json& v, PgType type, const Ctx& c) {
+    switch (type) {
+        case PgType::Jsonb: return v.dump();
+        case PgType::Text:
+            if (v.is_string()) return v.get_ref<const std::string&>();
+            if (v.is_boolean()) return std::string(v.get<bool>() ? "true" : "false");
+            return v.dump();
+        case PgType::Integer:
+        case PgType::Bigint:
+            if (v.is_number_integer()) return v.dump();
+            if (v.is_string() && is_integer_text(v.get_ref<const std::string&>()))
+                return v.get_ref<const std::string&>();
+            bad(c, "expected an integer, got " + describe(v));
+        case PgType::Numeric:
+            if (v.is_number()) return v.dump();
+            if (v.is_string() && is_decimal_text(v.get_ref<const std::string&>()))
+                return v.get_ref<const std::string&>();
+            bad(c, "expected a decimal quantity, got " + describe(v));
+        case PgType::Boolean:
+            if (v.is_boolean()) return std::string(v.get<bool>() ? "true" : "false");
+            bad(c, "expected a boolean, got " + describe(v));
+        case PgType::Timestamptz:
+            if (v.is_string() && looks_like_timestamp(v.get_ref<const std::string&>()))
+                return v.get_ref<const std::string&>();
+            bad(c, "expected an RFC 3339 timestamp, got " + describe(v));
+        case PgType::TextArray:
+            bad(c, "expected an array path");
+    }
+    return std::nullopt;
+}
+
+std::optional<std::string> eval(const TableMapper::Expr& e, PgType type, const Ctx& c) {
+    using E = TableMapper::Expr;
+    switch (e.kind) {
+        case E::Raw: return c.element.dump();
+        case E::Index: return std::to_string(c.index);
+        case E::HashIndex: return "#" + std::to_string(c.index);
+        case E::Alt:
+            for (const auto& a : e.args) {
+                auto v = eval(*a, type, c);
+                if (v) return v;
+            }
+            return std::nullopt;
+        case E::Any: {
+            bool any = false;
+            for (const auto& a : e.args) any = truthy(*a, c) || any;
+            return std::string(any ? "true" : "false");
+        }
+        case E::If:
+            if (e.args.size() == 2 && truthy(*e.args[0], c)) return eval(*e.args[1], type, c);
+            return std::nullopt;
+        case E::Path: {
+            const json* base = e.from_parent ? c.parent : &c.element;
+            const json* v = walk(base, e.path);
+            if (v == nullptr) return std::nullopt;
+            return scalar_text(*v, type, c);
+        }
+        case E::ArrayPath: {
+            const json* base = e.from_parent ? c.parent : &c.element;
+            const json* arr = walk(base, e.path);
+            if (arr == nullptr) return std::nullopt;
+            if (!arr->is_array()) bad(c, "expected an array, got " + describe(*arr));
+            std::vector<std::string> items;
+            items.reserve(arr->size());
+            for (const auto& el : *arr) {
+                const json* v = e.elem_path.empty() ? &el : walk(&el, e.elem_path);
+                if (v == nullptr) continue;
+                auto t = scalar_text(*v, PgType::Text, c);
+                if (t) items.push_back(std::move(*t));
+            }
+            return pg_text_array(items);
+        }
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+void RowBatch::clear() {
+    for (auto& c : columns) c.clear();
+    rows = 0;
+}
+
+TableMapper::TableMapper(const TableDef& table) : table_(&table) {
+    for (const auto& col : table.columns) exprs_.push_back(Expr::compile(col.source));
+    if (!table.array_path.empty()) array_path_ = split(table.array_path, '.');
+}
+TableMapper::~TableMapper() = default;
+TableMapper::TableMapper(TableMapper&&) noexcept = default;
+
+void TableMapper::map_element(const json& element, const json* parent, std::size_t index, RowBatch& out) const {
+    if (!element.is_object())
+        throw MappingError(table_->name + ": expected an object, got " + describe(element));
+    const auto& cols = table_->columns;
+    std::vector<std::optional<std::string>> row(cols.size());
+    for (std::size_t i = 0; i < cols.size(); ++i) {
+        Ctx c{element, parent, index, table_->name, cols[i].name};
+        row[i] = eval(*exprs_[i], cols[i].type, c);
+    }
+    for (const auto& k : table_->key) {
+        for (std::size_t i = 0; i < cols.size(); ++i)
+            if (cols[i].name == k && !row[i])
+                throw MappingError(table_->name + ": an object has no " + k + " (its key)");
+    }
+    for (std::size_t i = 0; i < cols.size(); ++i) out.columns[i].push_back(std::move(row[i]));
+    ++out.rows;
+}
+
+void TableMapper::map_object(const json& object, RowBatch& out) const {
+    map_element(object, nullptr, 0, out);
+}
+
+void TableMapper::map_children(const json& parent, RowBatch& out) const {
+    const json* arr = walk(&parent, array_path_);
+    if (arr == nullptr) return;
+    if (!arr->is_array())
+        throw MappingError(table_->name + ": " + table_->array_path + " is " + describe(*arr) + ", not an array");
+    std::size_t i = 0;
+    for (const auto& el : *arr) map_element(el, &parent, i++, out);
+}
+
+std::string pg_text_array(const std::vector<std::string>& values) {
+    std::string out = "{";
+    bool first = true;
+    for (const auto& v : values) {
+        if (!first) out += ',';
+        first = false;
+        out += '"';
+        for (char ch : v) {
+            if (ch == '"' || ch == '\\') out += '\\';
+            out += ch;
+        }
+        out += '"';
+    }
+    out += '}';
+    return out;
+}
+
+}  // namespace squaresync

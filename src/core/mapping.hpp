@@ -1,0 +1,59 @@
+// mapping.hpp: Square JSON -> typed rows, driven by the table descriptions in tables.hpp. A row's
+// values are PostgreSQL text input (NULL as nullopt), stored column by column so a page of rows
+// becomes one array per column for a single set-based INSERT.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tables.hpp"
+
+namespace squaresync {
+
+using json = nlohmann::json;
+
+// The JSON does not have the shape the table expects (a string where a number belongs, no id).
+struct MappingError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct RowBatch {
+    const TableDef* table = nullptr;
+    std::vector<std::vector<std::optional<std::string>>> columns;  // [column][row]
+    std::size_t rows = 0;
+
+    explicit RowBatch(const TableDef& t) : table(&t), columns(t.columns.size()) {}
+    void clear();
+};
+
+class TableMapper {
+public:
+    explicit TableMapper(const TableDef& table);
+    ~TableMapper();
+    TableMapper(TableMapper&&) noexcept;
+
+    const TableDef& table() const { return *table_; }
+
+    // One row from a top-level object (a location, an order, a catalog object).
+    void map_object(const json& object, RowBatch& out) const;
+    // One row per element of the table's array_path inside parent (an order's line items).
+    void map_children(const json& parent, RowBatch& out) const;
+
+    struct Expr;
+
+private:
+    void map_element(const json& element, const json* parent, std::size_t index, RowBatch& out) const;
+    const TableDef* table_;
+    std::vector<std::unique_ptr<Expr>> exprs_;
+    std::vector<std::string> array_path_;
+};
+
+// A PostgreSQL array literal ({"a","b"}) of the given strings.
+std::string pg_text_array(const std::vector<std::string>& values);
+
+}  // namespace squaresync

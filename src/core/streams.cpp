@@ -1,0 +1,372 @@
+// streams.cpp: the eight streams as data, and the one page walk that fetches any of them: build the
+// request from the watermark, follow cursors to the end (a repeated cursor is an error, an expired
+// one restarts the walk), map each page to rows, track the next watermark from Square's own data.
+#include "cpp_only.hpp"
+
+#include "streams.hpp"
+
+#include <functional>
+#include <set>
+
+#include "time_util.hpp"
+
+namespace squaresync {
+
+namespace {
+
+// Square's Connect v2 began in 2016; nothing a seller has is older. Passed explicitly where an
+// endpoint's begin_time would otherwise default to one year ago (payments, refunds, transactions).
+const char* kEarliest = "2009-01-01T00:00:00Z";
+
+struct Route {
+    std::string type;                  // the object's "type" ("" = every object)
+    std::string table;                 // top-level table
+    std::vector<std::string> children; // tables drawn from arrays inside the object
+};
+
+}  // namespace
+
+struct StreamFetch::Spec {
+    std::string name;
+    std::string method;
+    std::string path;                 // "{location_id}" is replaced per location
+    std::string list_key;             // the response's array of objects
+    enum Scope { Once, PerLocation, PerTenLocations } scope;
+    bool body_cursor;                 // cursor in the JSON body (POST) or the query (GET)
+    bool paged;
+    std::vector<Route> routes;
+    std::string watermark_field;      // "" when the stream has none
+    bool catalog_latest_time = false; // catalog: the first page's latest_time is the watermark
+    // The query string (GET) or body (POST) of the first request; begin is the watermark less the
+    // overlap, or nullopt on a full read.
+    std::function<std::string(const std::optional<std::string>& begin, const std::vector<std::string>& locations)> build;
+};
+
+namespace {
+
+std::string q(const char* k, const std::string& v) { return std::string(k) + "=" + url_encode(v); }
+
+const std::vector<StreamFetch::Spec>& specs() {
+    using S = StreamFetch::Spec;
+    static const std::vector<S> all = [] {
+        std::vector<S> v;
+        v.push_back({"locations", "GET", "/v2/locations", "locations", S::Once, false, false,
+                     {{"", "locations", {}}}, "", false,
+                     [](const auto&, const auto&) { return std::string(); }});
+        v.push_back({"catalog", "POST", "/v2/catalog/search", "objects", S::Once, true, true,
+                     {{"CATEGORY", "catalog_categories", {}},
+                      {"ITEM", "catalog_items", {}},
+                      {"ITEM_VARIATION", "catalog_variations", {"catalog_vendor_info"}}},
+                     "updated_at", true,
+                     [](const std::optional<std::string>& begin, const auto&) {
+                         json b = {{"object_types", {"ITEM", "ITEM_VARIATION", "CATEGORY"}},
+                                   {"include_deleted_objects", true},
+                                   {"limit", 1000}};
+                         if (begin) b["begin_time"] = *begin;
+                         return b.dump();
+                     }});
+        v.push_back({"inventory", "POST", "/v2/inventory/counts/batch-retrieve", "counts", S::Once, true, true,
+                     {{"", "catalog_inventory", {}}}, "calculated_at", false,
+                     [](const std::optional<std::string>& begin, const auto&) {
+                         json b = {{"limit", 1000}};
+                         if (begin) b["updated_after"] = *begin;
+                         return b.dump();
+                     }});
+        v.push_back({"vendors", "POST", "/v2/vendors/search", "vendors", S::Once, true, true,
+                     {{"", "vendors", {}}}, "", false,
+                     [](const auto&, const auto&) {
+                         return json{{"filter", {{"status", {"ACTIVE", "INACTIVE"}}}}}.dump();
+                     }});
+        v.push_back({"orders", "POST", "/v2/orders/search", "orders", S::PerTenLocations, true, true,
+                     {{"", "orders", {"order_line_items", "order_fulfillments", "order_refunds", "order_returns", "tenders"}}},
+                     "updated_at", false,
+                     [](const std::optional<std::string>& begin, const std::vector<std::string>& locations) {
+                         json b = {{"location_ids", locations},
+                                   {"limit", 1000},
+                                   {"query",
+                                    {{"filter", {{"date_time_filter", {{"updated_at", {{"start_at", begin.value_or(kEarliest)}}}}}}},
+                                     {"sort", {{"sort_field", "UPDATED_AT"}, {"sort_order", "ASC"}}}}}};
+                         return b.dump();
+                     }});
+        v.push_back({"payments", "GET", "/v2/payments", "payments", S::PerLocation, false, true,
+                     {{"", "payments", {}}}, "updated_at", false,
+                     [](const std::optional<std::string>& begin, const std::vector<std::string>& locations) {
+                         std::string s = q("location_id", locations.at(0)) + "&" + q("begin_time", kEarliest) +
+                                         "&sort_field=UPDATED_AT&sort_order=ASC&limit=100";
+                         if (begin) s += "&" + q("updated_at_begin_time", *begin);
+                         return s;
+                     }});
+        v.push_back({"refunds", "GET", "/v2/refunds", "refunds", S::Once, false, true,
+                     {{"", "payment_refunds", {}}}, "updated_at", false,
+                     [](const std::optional<std::string>& begin, const auto&) {
+                         std::string s = q("begin_time", kEarliest) + "&sort_field=UPDATED_AT&sort_order=ASC&limit=100";
+                         if (begin) s += "&" + q("updated_at_begin_time", *begin);
+                         return s;
+                     }});
+        v.push_back({"transactions", "GET", "/v2/locations/{location_id}/transactions", "transactions",
+                     S::PerLocation, false, true, {{"", "transactions", {}}}, "created_at", false,
+                     [](const std::optional<std::string>& begin, const auto&) {
+                         return q("begin_time", begin.value_or(kEarliest)) + "&sort_order=ASC";
+                     }});
+        return v;
+    }();
+    return all;
+}
+
+const StreamFetch::Spec& spec(const std::string& name) {
+    for (const auto& s : specs())
+        if (s.name == name) return s;
+    throw std::out_of_range("no stream named " + name);
+}
+
+}  // namespace
+
+const std::vector<std::string>& stream_names() {
+    static const std::vector<std::string> names = [] {
+        std::vector<std::string> n;
+        for (const auto& s : specs()) n.push_back(s.name);
+        return n;
+    }();
+    return names;
+}
+
+std::vector<std::string> stream_tables(const std::string& stream) {
+    std::vector<std::string> t;
+    for (const auto& r : spec(stream).routes) {
+        t.push_back(r.table);
+        t.insert(t.end(), r.children.begin(), r.children.end());
+    }
+    return t;
+}
+
+// One paginated listing of a stream (for one location, a chunk of locations, or all).
+struct StreamFetch::Walk : PageWalk {
+    StreamFetch& owner;
+    std::vector<std::string> locations;
+    std::set<std::string> seen_cursors;
+    int page = 0;
+    struct Mappers {
+        std::string type;
+        TableMapper object;
+        std::vector<TableMapper> children;
+    };
+    std::vector<Mappers> mappers;
+
+    Walk(StreamFetch& o, std::vector<std::string> locs) : owner(o), locations(std::move(locs)) {
+        for (const auto& r : owner.spec_->routes) {
+            Mappers m{r.type, TableMapper(table_def(r.table)), {}};
+            for (const auto& c : r.children) m.children.emplace_back(table_def(c));
+            mappers.push_back(std::move(m));
+        }
+    }
+
+    std::string label() const {
+        std::string l = owner.name_;
+        if (owner.spec_->scope == Spec::PerLocation) l += " at " + locations.at(0);
+        return l + " page " + std::to_string(page + 1);
+    }
+
+    HttpRequest request(const std::optional<std::string>& cursor) const {
+        const Spec& s = *owner.spec_;
+        HttpRequest r;
+        r.method = s.method;
+        r.target = s.path;
+        const auto lp = r.target.find("{location_id}");
+        if (lp != std::string::npos) r.target.replace(lp, 13, url_encode(locations.at(0)));
+        std::optional<std::string> begin;
+        if (!owner.options_.full && owner.options_.watermark) {
+            if (auto wm = parse_rfc3339(*owner.options_.watermark))
+                begin = format_rfc3339(*wm - owner.options_.overlap_us);
+        }
+        const std::string built = s.build(begin, locations);
+        if (s.method == "POST") {
+            if (cursor) {
+                json b = json::parse(built);
+                b["cursor"] = *cursor;
+                r.body = b.dump();
+            } else {
+                r.body = built;
+            }
+        } else {
+            std::string query = built;
+            if (cursor) query += (query.empty() ? "" : "&") + q("cursor", *cursor);
+            if (!query.empty()) r.target += "?" + query;
+        }
+        r.label = label();
+        return r;
+    }
+
+    HttpRequest first() override {
+        page = 0;
+        seen_cursors.clear();
+        return request(std::nullopt);
+    }
+
+    std::optional<HttpRequest> on_page(HttpResponse&& response) override {
+        if (owner.failed()) return std::nullopt;
+        const Spec& s = *owner.spec_;
+        json body = json::parse(response.body, nullptr, false);
+        response.body.clear();
+        response.body.shrink_to_fit();
+        if (body.is_discarded())
+            throw RetryableResponseError("Square sent malformed or truncated JSON for " + label());
+        if (!body.is_object())
+            throw RetryableResponseError("Square sent " + label() + " as JSON that is not an object");
+        if (auto e = body.find("errors"); e != body.end() && e->is_array() && !e->empty()) {
+            std::string code;
+            const std::string summary = square_error_summary(body.dump(), &code);
+            owner.fail("Square answered " + label() + " with an error: " + summary, code);
+            return std::nullopt;
+        }
+
+        std::vector<RowBatch> batches;
+        for (const auto& m : mappers) {
+            batches.emplace_back(m.object.table());
+            for (const auto& c : m.children) batches.emplace_back(c.table());
+        }
+        try {
+            auto list = body.find(s.list_key);
+            if (list != body.end() && !list->is_null()) {
+                if (!list->is_array())
+                    throw MappingError("\"" + s.list_key + "\" is not an array");
+                for (const auto& obj : *list) {
+                    if (!obj.is_object()) throw MappingError("an element of \"" + s.list_key + "\" is not an object");
+                    std::size_t b = 0;
+                    for (const auto& m : mappers) {
+                        const bool match = m.type.empty() || (obj.contains("type") && obj["type"] == m.type);
+                        if (match) {
+                            m.object.map_object(obj, batches[b]);
+                            for (std::size_t c = 0; c < m.children.size(); ++c)
+                                m.children[c].map_children(obj, batches[b + 1 + c]);
+                        }
+                        b += 1 + m.children.size();
+                    }
+                    if (!s.watermark_field.empty()) {
+                        auto w = obj.find(s.watermark_field);
+                        if (w != obj.end() && w->is_string()) owner.note_watermark(*w);
+                    }
+                }
+            }
+        } catch (const MappingError& e) {
+            throw RetryableResponseError("Square sent " + label() + " in an unexpected shape: " + e.what());
+        }
+        if (s.catalog_latest_time && page == 0) {
+            auto lt = body.find("latest_time");
+            if (lt != body.end() && lt->is_string()) owner.note_watermark(*lt);
+        }
+
+        ++page;
+        ++owner.pages_;
+        for (const auto& b : batches) owner.rows_ += static_cast<std::int64_t>(b.rows);
+        owner.sink_.progress(owner.name_ + " page " + std::to_string(owner.pages_));
+        owner.sink_.stage(owner.name_, batches);
+
+        if (!s.paged) return std::nullopt;
+        auto c = body.find("cursor");
+        if (c == body.end() || !c->is_string() || c->get_ref<const std::string&>().empty()) return std::nullopt;
+        const std::string cursor = *c;
+        if (!seen_cursors.insert(cursor).second) {
+            owner.fail("Square returned the same page cursor twice for " + label() +
+                           "; stopped instead of looping (the stream was not applied; the next run retries it)",
+                       "REPEATED_CURSOR");
+            return std::nullopt;
+        }
+        return request(cursor);
+    }
+
+    void on_failure(const HttpError& error) override {
+        std::string code;
+        const std::string summary = square_error_summary(error.body, &code);
+        if (code == "INVALID_CURSOR" && page > 0) {
+            owner.restarts_.push_back(this);
+            return;
+        }
+        if (code.empty()) code = error.kind == FailureKind::Unauthorized ? "UNAUTHORIZED" : failure_kind_name(error.kind);
+        owner.fail(std::string(error.what()), code);
+    }
+};
+
+StreamFetch::StreamFetch(const std::string& stream, StreamOptions options, RowSink& sink)
+    : name_(stream), options_(std::move(options)), sink_(sink), spec_(&spec(stream)) {}
+
+StreamFetch::~StreamFetch() = default;
+
+std::vector<PageWalk*> StreamFetch::walks() {
+    walks_.clear();
+    const auto& locs = options_.location_ids;
+    switch (spec_->scope) {
+        case Spec::Once: walks_.push_back(std::make_unique<Walk>(*this, locs)); break;
+        case Spec::PerLocation:
+            for (const auto& l : locs) walks_.push_back(std::make_unique<Walk>(*this, std::vector<std::string>{l}));
+            break;
+        case Spec::PerTenLocations:
+            for (std::size_t i = 0; i < locs.size(); i += 10)
+                walks_.push_back(std::make_unique<Walk>(
+                    *this, std::vector<std::string>(locs.begin() + static_cast<long>(i),
+                                                    locs.begin() + static_cast<long>(std::min(locs.size(), i + 10)))));
+            break;
+    }
+    std::vector<PageWalk*> out;
+    for (auto& w : walks_) out.push_back(w.get());
+    return out;
+}
+
+std::vector<PageWalk*> StreamFetch::take_restarts() {
+    std::vector<PageWalk*> r;
+    r.swap(restarts_);
+    return r;
+}
+
+void StreamFetch::fail(const std::string& message, const std::string& code) {
+    if (error_.empty()) {
+        error_ = message;
+        error_code_ = code;
+    }
+}
+
+void StreamFetch::note_watermark(const std::string& ts) {
+    auto t = parse_rfc3339(ts);
+    if (t && (!max_seen_ || *t > *max_seen_)) {
+        max_seen_ = t;
+        max_seen_text_ = ts;
+    }
+}
+
+std::optional<std::string> StreamFetch::next_watermark() const {
+    if (spec_->watermark_field.empty()) return std::nullopt;
+    if (!max_seen_) return options_.watermark;
+    if (options_.watermark) {
+        auto old = parse_rfc3339(*options_.watermark);
+        if (old && *old > *max_seen_) return options_.watermark;
+    }
+    return max_seen_text_;
+}
+
+std::string square_error_summary(const std::string& body, std::string* code) {
+    json j = json::parse(body, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return "";
+    auto e = j.find("errors");
+    if (e == j.end() || !e->is_array() || e->empty() || !(*e)[0].is_object()) return "";
+    const json& first = (*e)[0];
+    std::string c = first.value("code", "");
+    std::string detail = first.contains("detail") && first["detail"].is_string() ? first["detail"].get<std::string>() : "";
+    if (code) *code = c;
+    return detail.empty() ? c : c + ": " + detail;
+}
+
+std::string url_encode(const std::string& s) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : s) {
+        if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+            out += static_cast<char>(c);
+        } else {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        }
+    }
+    return out;
+}
+
+}  // namespace squaresync

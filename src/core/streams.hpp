@@ -1,0 +1,87 @@
+// streams.hpp: the fetch side of a sync. A stream is one unit of Square data applied atomically
+// (locations, catalog, inventory, vendors, orders, payments, refunds, transactions); each is
+// described once as data (endpoint, paging, scope, watermark field, tables) and fetched by the same
+// page walk, which maps every page to rows and hands them to a RowSink (the staging area).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "http_client.hpp"
+#include "mapping.hpp"
+
+namespace squaresync {
+
+struct StreamOptions {
+    bool full = false;                      // foundation: no watermark, read everything
+    std::optional<std::string> watermark;   // the committed watermark (RFC 3339)
+    std::vector<std::string> location_ids;  // every location of the merchant
+    std::int64_t overlap_us = 0;            // re-read this much before the watermark
+};
+
+// Receives each fetched page, mapped to rows, to stage it. May throw: the stream then fails.
+class RowSink {
+public:
+    virtual ~RowSink() = default;
+    virtual void stage(const std::string& stream, std::vector<RowBatch>& batches) = 0;
+    virtual void progress(const std::string& label) = 0;
+};
+
+// Stream names in the order their data is applied (locations first: the others need their ids).
+const std::vector<std::string>& stream_names();
+// The tables (square.<name>) a stream's pages fill, parents before children.
+std::vector<std::string> stream_tables(const std::string& stream);
+
+class StreamFetch {
+public:
+    StreamFetch(const std::string& stream, StreamOptions options, RowSink& sink);
+    ~StreamFetch();
+    StreamFetch(const StreamFetch&) = delete;
+    StreamFetch& operator=(const StreamFetch&) = delete;
+
+    const std::string& name() const { return name_; }
+    // The page walks to run (one, or one per location or chunk of 10 locations). Owned here.
+    std::vector<PageWalk*> walks();
+    // Walks whose cursor expired (INVALID_CURSOR); each restarts from the watermark when run again.
+    std::vector<PageWalk*> take_restarts();
+
+    bool failed() const { return !error_.empty(); }
+    const std::string& error() const { return error_; }
+    const std::string& error_code() const { return error_code_; }
+    void fail(const std::string& message, const std::string& code);
+
+    // The watermark to commit with this stream's rows: the greatest one seen, never older than the
+    // committed one. nullopt when the stream has no watermark (locations, vendors).
+    std::optional<std::string> next_watermark() const;
+    int pages() const { return pages_; }
+    std::int64_t rows() const { return rows_; }
+
+    struct Walk;
+    struct Spec;
+
+private:
+    friend struct Walk;
+    void note_watermark(const std::string& ts);
+
+    std::string name_;
+    StreamOptions options_;
+    RowSink& sink_;
+    const Spec* spec_;
+    std::vector<std::unique_ptr<Walk>> walks_;
+    std::vector<PageWalk*> restarts_;
+    std::string error_, error_code_;
+    std::optional<std::int64_t> max_seen_;
+    std::string max_seen_text_;
+    int pages_ = 0;
+    std::int64_t rows_ = 0;
+};
+
+// Square's error envelope {"errors":[{"category","code","detail","field"}]}: "CODE: detail", or "".
+std::string square_error_summary(const std::string& body, std::string* code = nullptr);
+
+std::string url_encode(const std::string& s);
+
+}  // namespace squaresync

@@ -1,0 +1,151 @@
+// launcher.cpp: the static "squaresync launcher" background worker (registered when the library is
+// preloaded) and the short-lived maintenance worker it starts. The launcher holds no database
+// connection, so DROP DATABASE never waits for it; every squaresync.launcher_naptime it starts a
+// maintenance worker in squaresync.database, which marks runs left 'running' by a dead worker as
+// failed and exits. Later issues add the built-in schedule and audit pruning to that worker.
+extern "C" {
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/wait_event.h"
+}
+
+#include "guard.hpp"
+#include "runs.hpp"
+#include "settings.hpp"
+#include "spi.hpp"
+
+extern "C" PGDLLEXPORT void squaresync_launcher_main(Datum);
+extern "C" PGDLLEXPORT void squaresync_maintenance_main(Datum);
+
+namespace squaresync::pg {
+
+void register_launcher() {
+    BackgroundWorker w;
+    memset(&w, 0, sizeof w);
+    w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    w.bgw_restart_time = 10;
+    snprintf(w.bgw_library_name, BGW_MAXLEN, "squaresync");
+    snprintf(w.bgw_function_name, BGW_MAXLEN, "squaresync_launcher_main");
+    snprintf(w.bgw_name, BGW_MAXLEN, "squaresync launcher");
+    snprintf(w.bgw_type, BGW_MAXLEN, "squaresync launcher");
+    RegisterBackgroundWorker(&w);
+}
+
+}  // namespace squaresync::pg
+
+namespace {
+
+// Starts the maintenance worker in the configured database; returns its handle or nullptr.
+BackgroundWorkerHandle* start_maintenance(Oid dboid) {
+    BackgroundWorker w;
+    BackgroundWorkerHandle* handle = nullptr;
+    memset(&w, 0, sizeof w);
+    w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    w.bgw_restart_time = BGW_NEVER_RESTART;
+    snprintf(w.bgw_library_name, BGW_MAXLEN, "squaresync");
+    snprintf(w.bgw_function_name, BGW_MAXLEN, "squaresync_maintenance_main");
+    snprintf(w.bgw_name, BGW_MAXLEN, "squaresync maintenance");
+    snprintf(w.bgw_type, BGW_MAXLEN, "squaresync maintenance");
+    w.bgw_main_arg = ObjectIdGetDatum(dboid);
+    w.bgw_notify_pid = MyProcPid;
+    if (!RegisterDynamicBackgroundWorker(&w, &handle)) {
+        ereport(LOG, (errmsg("squaresync launcher: could not start the maintenance worker: no background worker slot is free"),
+                      errhint("Raise max_worker_processes.")));
+        return nullptr;
+    }
+    return handle;
+}
+
+Oid lookup_database(const char* name) {
+    Oid oid = InvalidOid;
+    StartTransactionCommand();
+    oid = get_database_oid(name, true);
+    CommitTransactionCommand();
+    return oid;
+}
+
+}  // namespace
+
+// The launcher: plain C-style code (no C++ objects are alive across PostgreSQL calls here).
+void squaresync_launcher_main(Datum) {
+    pqsignal(SIGTERM, die);
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    BackgroundWorkerUnblockSignals();
+    BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
+    pgstat_report_activity(STATE_IDLE, nullptr);
+
+    BackgroundWorkerHandle* maintenance = nullptr;
+    TimestampTz next_tick = 0;
+    bool warned_missing = false;
+    for (;;) {
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000L, PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        CHECK_FOR_INTERRUPTS();
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            ProcessConfigFile(PGC_SIGHUP);
+        }
+        const TimestampTz now = GetCurrentTimestamp();
+        if (now < next_tick || RecoveryInProgress()) continue;
+        next_tick = now + static_cast<TimestampTz>(squaresync::pg::Settings::launcher_naptime_s) * USECS_PER_SEC;
+
+        if (maintenance != nullptr) {
+            pid_t pid;
+            if (GetBackgroundWorkerPid(maintenance, &pid) == BGWH_STARTED) continue;  // still busy
+            pfree(maintenance);
+            maintenance = nullptr;
+        }
+        const Oid db = lookup_database(squaresync::pg::Settings::database);
+        if (!OidIsValid(db)) {
+            if (!warned_missing)
+                ereport(LOG, (errmsg("squaresync launcher: database \"%s\" (squaresync.database) does not exist; waiting for it",
+                                     squaresync::pg::Settings::database)));
+            warned_missing = true;
+            continue;
+        }
+        warned_missing = false;
+        maintenance = start_maintenance(db);
+    }
+}
+
+// The maintenance worker: one pass, then exit. Does nothing where the extension is not installed.
+void squaresync_maintenance_main(Datum arg) {
+    pqsignal(SIGTERM, die);
+    BackgroundWorkerUnblockSignals();
+    BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+    pgstat_report_activity(STATE_RUNNING, "squaresync: maintenance");
+
+    static char message[1024];
+    message[0] = '\0';
+    try {
+        using namespace squaresync::pg;
+        bool installed = false;
+        in_transaction([&] {
+            pg_call([&] { installed = OidIsValid(get_extension_oid("squaresync", true)); });
+            if (!installed) return;
+            // No worker holds the run lock: any run still marked running was left by a dead one.
+            if (advisory_try_lock(kRunLock, false)) fail_stale_runs(-1);
+        });
+    } catch (const std::exception& e) {
+        strlcpy(message, e.what(), sizeof message);
+    }
+    if (message[0] != '\0') ereport(LOG, (errmsg("squaresync maintenance: %s", message)));
+    pgstat_report_activity(STATE_IDLE, nullptr);
+}

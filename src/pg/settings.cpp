@@ -1,0 +1,98 @@
+// settings.cpp: defines the squaresync.* GUCs with their defaults, ranges and who may set them.
+extern "C" {
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "utils/guc.h"
+}
+
+#include "settings.hpp"
+
+namespace squaresync::pg {
+
+char* Settings::database = nullptr;
+int Settings::launcher_naptime_s = 10;
+int Settings::max_concurrency = 4;
+int Settings::connect_timeout_ms = 10000;
+int Settings::request_timeout_ms = 60000;
+int Settings::max_response_kb = 64 * 1024;
+int Settings::retry_max_attempts = 8;
+int Settings::retry_budget = 200;
+int Settings::retry_max_delay_ms = 30000;
+char* Settings::ca_file = nullptr;
+int Settings::orders_overlap_s = 72 * 3600;
+int Settings::overlap_s = 3600;
+int Settings::transactions_lookback_s = 7 * 86400;
+int Settings::lock_timeout_ms = 60000;
+bool Settings::preloaded = false;
+
+void define_settings() {
+    DefineCustomStringVariable("squaresync.database", "Database in which the launcher schedules syncs and maintenance.",
+                               "The extension must be created in this database for scheduled syncs.",
+                               &Settings::database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("squaresync.launcher_naptime", "How often the launcher wakes to check schedules.", nullptr,
+                            &Settings::launcher_naptime_s, 10, 1, 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+                            nullptr);
+    DefineCustomIntVariable("squaresync.max_concurrency", "Requests to Square in flight at once during a sync.",
+                            "Independent requests (streams, locations) overlap up to this number.",
+                            &Settings::max_concurrency, 4, 1, 32, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("squaresync.connect_timeout", "Timeout for connecting to Square.", nullptr,
+                            &Settings::connect_timeout_ms, 10000, 100, 600000, PGC_SUSET, GUC_UNIT_MS, nullptr,
+                            nullptr, nullptr);
+    DefineCustomIntVariable("squaresync.request_timeout", "Timeout for one request to Square, body included.", nullptr,
+                            &Settings::request_timeout_ms, 60000, 100, 3600000, PGC_SUSET, GUC_UNIT_MS, nullptr,
+                            nullptr, nullptr);
+    DefineCustomIntVariable("squaresync.max_response_size", "Largest response body accepted from Square.", nullptr,
+                            &Settings::max_response_kb, 64 * 1024, 64, 1024 * 1024, PGC_SUSET, GUC_UNIT_KB, nullptr,
+                            nullptr, nullptr);
+    DefineCustomIntVariable("squaresync.retry_max_attempts", "Attempts per request (429, 5xx, network errors).",
+                            nullptr, &Settings::retry_max_attempts, 8, 1, 100, PGC_SUSET, 0, nullptr, nullptr,
+                            nullptr);
+    DefineCustomIntVariable("squaresync.retry_budget", "Retries allowed in one run, all requests together.", nullptr,
+                            &Settings::retry_budget, 200, 0, 100000, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("squaresync.retry_max_delay", "Longest wait before a retry (Retry-After included).",
+                            nullptr, &Settings::retry_max_delay_ms, 30000, 0, 3600000, PGC_SUSET, GUC_UNIT_MS,
+                            nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("squaresync.ca_file", "CA certificates (PEM) to verify Square's TLS certificate with.",
+                               "Empty: the system's CA store. For a private CA such as the test server's.",
+                               &Settings::ca_file, "", PGC_SUSET, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("squaresync.orders_overlap", "How far before the watermark incremental runs re-read orders.",
+                            "Catches orders uploaded late by offline POS devices.", &Settings::orders_overlap_s,
+                            72 * 3600, 0, 90 * 86400, PGC_SUSET, GUC_UNIT_S, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("squaresync.overlap",
+                            "How far before the watermark incremental runs re-read catalog, inventory, payments, refunds.",
+                            nullptr, &Settings::overlap_s, 3600, 0, 90 * 86400, PGC_SUSET, GUC_UNIT_S, nullptr,
+                            nullptr, nullptr);
+    DefineCustomIntVariable("squaresync.transactions_lookback",
+                            "How far before the watermark incremental runs re-read the deprecated Transactions API.",
+                            nullptr, &Settings::transactions_lookback_s, 7 * 86400, 0, 365 * 86400, PGC_SUSET,
+                            GUC_UNIT_S, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("squaresync.lock_timeout",
+                            "How long applying a stream waits for a lock on a data table before failing.", nullptr,
+                            &Settings::lock_timeout_ms, 60000, 0, 3600000, PGC_SUSET, GUC_UNIT_MS, nullptr, nullptr,
+                            nullptr);
+#if PG_VERSION_NUM >= 150000
+    MarkGUCPrefixReserved("squaresync");
+#else
+    EmitWarningsOnPlaceholders("squaresync");
+#endif
+}
+
+HttpConfig http_config(const std::string& base_url, const std::string& token) {
+    HttpConfig c;
+    c.base_url = base_url;
+    c.access_token = token;
+    c.ca_file = Settings::ca_file ? Settings::ca_file : "";
+    c.connect_timeout_ms = Settings::connect_timeout_ms;
+    c.request_timeout_ms = Settings::request_timeout_ms;
+    c.max_response_bytes = static_cast<std::size_t>(Settings::max_response_kb) * 1024;
+    c.max_concurrency = Settings::max_concurrency;
+    c.retry.max_attempts = Settings::retry_max_attempts;
+    c.retry.run_budget = Settings::retry_budget;
+    c.retry.max_delay = std::chrono::milliseconds(Settings::retry_max_delay_ms);
+    c.should_abort = [] { return InterruptPending && (ProcDiePending || QueryCancelPending); };
+    c.user_agent = "squaresync/0.1.0 (PostgreSQL extension)";
+    return c;
+}
+
+}  // namespace squaresync::pg

@@ -1,0 +1,34 @@
+// settings.hpp: the extension's GUCs (documented in docs/settings.md) and the HTTP client
+// configuration built from them.
+#pragma once
+
+#include <string>
+
+#include "http_client.hpp"
+
+namespace squaresync::pg {
+
+struct Settings {
+    static char* database;            // squaresync.database: where the launcher runs maintenance and schedules
+    static int launcher_naptime_s;    // squaresync.launcher_naptime
+    static int max_concurrency;       // squaresync.max_concurrency
+    static int connect_timeout_ms;    // squaresync.connect_timeout
+    static int request_timeout_ms;    // squaresync.request_timeout
+    static int max_response_kb;       // squaresync.max_response_size
+    static int retry_max_attempts;    // squaresync.retry_max_attempts
+    static int retry_budget;          // squaresync.retry_budget
+    static int retry_max_delay_ms;    // squaresync.retry_max_delay
+    static char* ca_file;             // squaresync.ca_file
+    static int orders_overlap_s;      // squaresync.orders_overlap
+    static int overlap_s;             // squaresync.overlap
+    static int transactions_lookback_s;  // squaresync.transactions_lookback
+    static int lock_timeout_ms;       // squaresync.lock_timeout
+    static bool preloaded;            // loaded through shared_preload_libraries
+};
+
+void define_settings();
+
+// The client configuration for a connection (base URL and token from squaresync.connection).
+HttpConfig http_config(const std::string& base_url, const std::string& token);
+
+}  // namespace squaresync::pg

@@ -1,0 +1,54 @@
+// spi.hpp: SPI and transactions for C++ callers. Every call goes through pg_call, so a PostgreSQL
+// error arrives as a PgError; results are copied into C++ strings before SPI frees them.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace squaresync {
+struct RowBatch;
+}
+
+namespace squaresync::pg {
+
+using Value = std::optional<std::string>;
+using Row = std::vector<Value>;
+
+struct SpiResult {
+    std::vector<Row> rows;
+    std::uint64_t processed = 0;
+    const Value& at(std::size_t row, std::size_t col) const { return rows.at(row).at(col); }
+};
+
+// Runs one statement with text parameters ($1, $2 ... typed text; cast in the SQL).
+SpiResult spi_exec(const std::string& sql, const std::vector<Value>& params = {}, bool read_only = false);
+
+// Stages a batch of rows: INSERT ... SELECT FROM unnest(one text[] per column), one statement.
+void spi_stage_batch(const RowBatch& batch, const std::string& merchant_id, std::int64_t batch_no);
+
+void spi_connect();
+void spi_finish();
+
+// In a background worker: runs body in its own transaction (with SPI and a snapshot), committing
+// at the end; if body throws, the transaction is aborted and the exception goes on.
+template <typename F>
+void in_transaction(F&& body);
+
+void begin_transaction();
+void commit_transaction();
+void abort_transaction();
+
+template <typename F>
+void in_transaction(F&& body) {
+    begin_transaction();
+    try {
+        body();
+        commit_transaction();
+    } catch (...) {
+        abort_transaction();
+        throw;
+    }
+}
+
+}  // namespace squaresync::pg

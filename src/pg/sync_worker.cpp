@@ -1,0 +1,295 @@
+// sync_worker.cpp: the sync worker (a dynamic background worker), one per run. It records the run,
+// fetches every stream from Square with no transaction open while waiting (pages are staged in
+// short transactions), then applies each fetched stream in one transaction with its watermark,
+// and finishes the run with its counts, a NOTIFY and one LOG line.
+extern "C" {
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
+#include "utils/memutils.h"
+}
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "guard.hpp"
+#include "http_client.hpp"
+#include "runs.hpp"
+#include "settings.hpp"
+#include "spi.hpp"
+#include "streams.hpp"
+
+namespace squaresync::pg {
+
+namespace {
+
+using nlohmann::json;
+
+std::string str(std::int64_t v) { return std::to_string(v); }
+
+void report_activity(const std::string& what) {
+    pg_call([&] { pgstat_report_activity(STATE_RUNNING, what.c_str()); });
+}
+
+// Stages each fetched page in its own short transaction.
+class StagingSink : public RowSink {
+public:
+    explicit StagingSink(std::string merchant) : merchant_(std::move(merchant)) {}
+    void stage(const std::string&, std::vector<RowBatch>& batches) override {
+        const std::int64_t batch_no = ++batches_;
+        in_transaction([&] {
+            for (const auto& b : batches) spi_stage_batch(b, merchant_, batch_no);
+        });
+    }
+    void progress(const std::string& label) override { report_activity("squaresync: " + label); }
+
+private:
+    std::string merchant_;
+    std::int64_t batches_ = 0;
+};
+
+class SyncRun {
+public:
+    SyncRun(std::int64_t id, const RunArgs& args) : id_(id), kind_(static_cast<RunKind>(args.kind)), args_(args) {}
+
+    void execute() {
+        start();
+        try {
+            fetch_and_apply();
+        } catch (const HttpError& e) {
+            if (e.kind == FailureKind::Aborted) {
+                finish("failed", "the sync worker was asked to stop (shutdown or cancel) before the run finished");
+                throw;
+            }
+            finish("failed", e.what());
+            return;
+        } catch (const std::exception& e) {
+            finish("failed", e.what());
+            throw;
+        }
+        finish_from_streams();
+    }
+
+private:
+    bool full() const { return kind_ == RunKind::Foundation; }
+    const char* kind_name() const { return full() ? "foundation" : "incremental"; }
+
+    // Takes the run lock, records the run as running, loads the connection and the watermarks.
+    void start() {
+        report_activity("squaresync: waiting for the run lock");
+        in_transaction([&] { advisory_lock(kRunLock, true); });
+        in_transaction([&] {
+            fail_stale_runs(id_);
+            auto c = spi_exec("SELECT merchant_id, base_url, access_token FROM squaresync.connection", {}, true);
+            if (c.rows.empty()) throw std::runtime_error("squaresync is not connected to Square: run squaresync.connect() first");
+            merchant_ = *c.at(0, 0);
+            base_url_ = *c.at(0, 1);
+            token_ = *c.at(0, 2);
+            spi_exec("INSERT INTO squaresync.sync_runs (id, kind, status, merchant_id, worker_pid, triggered_by)"
+                     " VALUES ($1::bigint, $2, 'running', $3, pg_backend_pid(), $4)",
+                     {str(id_), std::string(kind_name()), merchant_, std::string(args_.triggered_by)});
+            for (const auto& s : stream_names())
+                spi_exec("INSERT INTO squaresync.sync_run_streams (run_id, stream, status) VALUES ($1::bigint, $2, 'running')",
+                         {str(id_), s});
+            auto w = spi_exec("SELECT stream, watermark FROM squaresync.stream_state WHERE merchant_id = $1", {merchant_});
+            for (const auto& r : w.rows)
+                if (r[1]) watermarks_[*r[0]] = *r[1];
+            spi_exec("SELECT squaresync._clear_staging(NULL)");
+        });
+    }
+
+    StreamOptions options(const std::string& stream) const {
+        StreamOptions o;
+        o.full = full();
+        auto it = watermarks_.find(stream);
+        if (it != watermarks_.end()) o.watermark = it->second;
+        o.location_ids = locations_;
+        const int s = stream == "orders" ? Settings::orders_overlap_s
+                      : stream == "transactions" ? Settings::transactions_lookback_s
+                                                 : Settings::overlap_s;
+        o.overlap_us = static_cast<std::int64_t>(s) * 1000000;
+        return o;
+    }
+
+    void fetch_and_apply() {
+        HttpClient client(http_config(base_url_, token_));
+        StagingSink sink(merchant_);
+
+        // Locations first: the per-location streams need their ids.
+        {
+            StreamFetch locations("locations", options("locations"), sink);
+            run_walks(client, {&locations});
+            apply(locations);
+            in_transaction([&] {
+                auto r = spi_exec("SELECT id FROM square.locations WHERE merchant_id = $1 ORDER BY id", {merchant_}, true);
+                for (const auto& row : r.rows) locations_.push_back(*row[0]);
+            });
+            // A rejected token fails the whole run at once: no request is worth sending with it.
+            const std::string& code = locations.error_code();
+            if (code == "UNAUTHORIZED" || code == "ACCESS_TOKEN_EXPIRED" || code == "ACCESS_TOKEN_REVOKED" ||
+                code == "FORBIDDEN" || code == "INSUFFICIENT_SCOPES") {
+                for (const auto& s : stream_names())
+                    if (s != "locations") streams_[s] = {true, locations.error()};
+                return;
+            }
+        }
+
+        std::vector<std::unique_ptr<StreamFetch>> fetches;
+        std::vector<StreamFetch*> all;
+        for (const auto& s : stream_names()) {
+            if (s == "locations") continue;
+            fetches.push_back(std::make_unique<StreamFetch>(s, options(s), sink));
+            all.push_back(fetches.back().get());
+        }
+        run_walks(client, all);
+        stats_ = client.stats();
+        for (auto* f : all) apply(*f);
+    }
+
+    // Runs the streams' walks together; walks whose cursor expired restart from the watermark.
+    void run_walks(HttpClient& client, const std::vector<StreamFetch*>& fetches) {
+        std::vector<PageWalk*> walks;
+        for (auto* f : fetches)
+            for (auto* w : f->walks()) walks.push_back(w);
+        for (int round = 0; !walks.empty(); ++round) {
+            client.run(walks);
+            walks.clear();
+            for (auto* f : fetches) {
+                auto r = f->take_restarts();
+                if (r.empty()) continue;
+                if (round >= 3)
+                    f->fail("Square's page cursor expired (INVALID_CURSOR) three times in a row", "INVALID_CURSOR");
+                else
+                    walks.insert(walks.end(), r.begin(), r.end());
+            }
+        }
+        stats_ = client.stats();
+    }
+
+    // One transaction: the stream's tables, its watermark and the run's counters.
+    void apply(StreamFetch& f) {
+        const std::string& s = f.name();
+        streams_[s] = {f.failed(), f.error()};
+        if (!f.failed()) {
+            report_activity("squaresync: applying " + s);
+            const auto t0 = std::chrono::steady_clock::now();
+            try {
+                in_transaction([&] {
+                    spi_exec("SELECT set_config('lock_timeout', $1, true)", {str(Settings::lock_timeout_ms)});
+                    auto wm = f.next_watermark();
+                    spi_exec("SELECT squaresync._apply_stream($1::bigint, $2, $3, $4::boolean, $5)",
+                             {str(id_), merchant_, s, std::string(full() ? "true" : "false"), wm});
+                    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                    spi_exec("UPDATE squaresync.sync_run_streams SET pages = $3::int, rows_staged = $4::bigint,"
+                             " apply_seconds = $5::float8 WHERE run_id = $1::bigint AND stream = $2",
+                             {str(id_), s, str(f.pages()), str(f.rows()), std::to_string(secs)});
+                    spi_exec("SELECT squaresync._clear_staging($1)", {s});
+                });
+                return;
+            } catch (const PgError& e) {
+                f.fail("applying " + s + " failed: " + e.message + (e.detail.empty() ? "" : " (" + e.detail + ")"),
+                       std::string(unpack_sql_state(e.sqlerrcode)));
+                streams_[s] = {true, f.error()};
+            }
+        }
+        in_transaction([&] {
+            spi_exec("UPDATE squaresync.sync_run_streams SET status = 'failed', error = $3, error_code = $4,"
+                     " pages = $5::int, rows_staged = $6::bigint WHERE run_id = $1::bigint AND stream = $2",
+                     {str(id_), s, f.error(), f.error_code(), str(f.pages()), str(f.rows())});
+            spi_exec("INSERT INTO squaresync.stream_state AS t (merchant_id, stream, last_run_id, last_status, last_error)"
+                     " VALUES ($1, $2, $3::bigint, 'failed', $4) ON CONFLICT (merchant_id, stream) DO UPDATE"
+                     " SET last_run_id = excluded.last_run_id, last_status = 'failed', last_error = excluded.last_error,"
+                     " updated_at = now()",
+                     {merchant_, s, str(id_), f.error()});
+            spi_exec("SELECT squaresync._clear_staging($1)", {s});
+        });
+    }
+
+    void finish_from_streams() {
+        int failed = 0;
+        std::string first_error;
+        for (const auto& [name, st] : streams_) {
+            if (st.first) {
+                ++failed;
+                if (first_error.empty()) first_error = name + ": " + st.second;
+            }
+        }
+        const char* status = failed == 0 ? "succeeded" : failed == static_cast<int>(streams_.size()) ? "failed" : "partial";
+        finish(status, first_error);
+    }
+
+    void finish(const std::string& status, const std::string& error) {
+        in_transaction([&] {
+            auto r = spi_exec(
+                "UPDATE squaresync.sync_runs SET status = $2, finished_at = clock_timestamp(),"
+                " api_requests = $3::bigint, retries = $4::bigint, rate_limited = $5::bigint, bytes_received = $6::bigint,"
+                " error = nullif($7, '') WHERE id = $1::bigint"
+                " RETURNING json_build_object('id', id, 'kind', kind, 'status', status, 'inserted', rows_inserted,"
+                " 'updated', rows_updated, 'deleted', rows_deleted, 'unchanged', rows_unchanged,"
+                " 'api_requests', api_requests, 'seconds', round(extract(epoch FROM duration)::numeric, 3),"
+                " 'error', error)::text",
+                {str(id_), status, str(static_cast<std::int64_t>(stats_.requests)),
+                 str(static_cast<std::int64_t>(stats_.retries)), str(static_cast<std::int64_t>(stats_.rate_limited)),
+                 str(static_cast<std::int64_t>(stats_.bytes_received)), error});
+            spi_exec("UPDATE squaresync.sync_run_streams SET status = 'failed', error = coalesce(error, $2)"
+                     " WHERE run_id = $1::bigint AND status = 'running'",
+                     {str(id_), error.empty() ? std::string("not reached") : error});
+            summary_ = r.rows.empty() ? "{}" : r.at(0, 0).value_or("{}");
+            spi_exec("SELECT pg_notify('squaresync', $1)", {summary_});
+        });
+        const std::string line = "squaresync: run " + str(id_) + " (" + kind_name() + ") " + status + ": " + summary_;
+        pg_call([&] { ereport(LOG, (errmsg("%s", line.c_str()))); });
+    }
+
+    std::int64_t id_;
+    RunKind kind_;
+    RunArgs args_;
+    std::string merchant_, base_url_, token_, summary_;
+    std::map<std::string, std::string> watermarks_;
+    std::vector<std::string> locations_;
+    std::map<std::string, std::pair<bool, std::string>> streams_;
+    HttpStats stats_;
+};
+
+}  // namespace
+
+}  // namespace squaresync::pg
+
+extern "C" PGDLLEXPORT void squaresync_sync_main(Datum main_arg);
+
+void squaresync_sync_main(Datum main_arg) {
+    pqsignal(SIGTERM, die);
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    BackgroundWorkerUnblockSignals();
+
+    squaresync::pg::RunArgs args;
+    memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof args);
+    BackgroundWorkerInitializeConnectionByOid(args.database, args.role, 0);
+    const std::int64_t run_id = DatumGetInt64(main_arg);
+
+    MemoryContext ctx = AllocSetContextCreate(TopMemoryContext, "squaresync sync", ALLOCSET_DEFAULT_SIZES);
+    MemoryContextSwitchTo(ctx);
+
+    static char message[2048];
+    message[0] = '\0';
+    try {
+        squaresync::pg::SyncRun run(run_id, args);
+        run.execute();
+    } catch (const std::exception& e) {
+        strlcpy(message, e.what(), sizeof message);
+    } catch (...) {
+        strlcpy(message, "unknown C++ exception", sizeof message);
+    }
+    // Nothing C++ is alive here: a pending shutdown or cancel may now exit the process.
+    CHECK_FOR_INTERRUPTS();
+    if (message[0] != '\0') ereport(WARNING, (errmsg("squaresync: run %lld ended with an error: %s", static_cast<long long>(run_id), message)));
+    pgstat_report_activity(STATE_IDLE, nullptr);
+}

@@ -1,0 +1,807 @@
+// Unit tests for http_client over real sockets against test/unit/http_peer.py (a scripted
+// standard-library HTTP(S) server started per test on port 0).
+#include "cpp_only.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "http_client.hpp"
+
+using namespace squaresync;
+using nlohmann::json;
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Distinctive, so a grep for it cannot match anything by accident.
+const std::string kToken = "EAAAtok-SQSYNC-secret-7f3a9c1e5b2d4a60-DO-NOT-LOG";
+const std::string kPeerScript = std::string(SQUARESYNC_SOURCE_DIR) + "/test/unit/http_peer.py";
+
+long elapsed_ms(Clock::time_point since) {
+    return static_cast<long>(std::chrono::duration_cast<milliseconds>(Clock::now() - since).count());
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+    return haystack.find(needle) != std::string::npos;
+}
+
+HttpRequest get(const std::string& target, const std::string& label = {}) {
+    HttpRequest r;
+    r.target = target;
+    r.label = label;
+    return r;
+}
+
+// The peer process: started with /usr/bin/python3, killed (and its stdin closed, which also makes
+// it exit) when the test ends.
+class Peer {
+public:
+    explicit Peer(bool tls = false) {
+        if (tls) {
+            char tmpl[] = "/tmp/squaresync-peer-tls-XXXXXX";
+            if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+            dir_ = tmpl;
+        }
+        int out[2], in[2];
+        if (pipe2(out, O_CLOEXEC) != 0 || pipe2(in, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+        std::vector<std::string> args = {"/usr/bin/python3", kPeerScript, "--watch-stdin"};
+        if (tls) {
+            args.push_back("--tls-dir");
+            args.push_back(dir_);
+        }
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        pid_ = fork();
+        if (pid_ < 0) throw std::runtime_error("fork failed");
+        if (pid_ == 0) {
+            dup2(in[0], 0);
+            dup2(out[1], 1);
+            execv(argv[0], argv.data());
+            _exit(127);
+        }
+        close(out[1]);
+        close(in[0]);
+        stdin_ = in[1];
+        stdout_ = out[0];
+
+        std::string line;
+        const auto deadline = Clock::now() + std::chrono::seconds(20);
+        while (line.empty() || line.back() != '\n') {
+            const long left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+            pollfd p{stdout_, POLLIN, 0};
+            if (left <= 0 || poll(&p, 1, static_cast<int>(left)) <= 0) throw std::runtime_error("peer did not start");
+            char c;
+            if (read(stdout_, &c, 1) != 1) throw std::runtime_error("peer exited: " + line);
+            line += c;
+        }
+        const std::string prefix = "listening ";
+        if (line.rfind(prefix, 0) != 0) throw std::runtime_error("unexpected peer output: " + line);
+        url_ = line.substr(prefix.size(), line.size() - prefix.size() - 1);
+    }
+
+    ~Peer() {
+        if (pid_ > 0) {
+            kill(pid_, SIGTERM);
+            close(stdin_);
+            close(stdout_);
+            waitpid(pid_, nullptr, 0);
+        }
+        if (!dir_.empty()) {
+            std::error_code ec;
+            std::filesystem::remove_all(dir_, ec);
+        }
+    }
+
+    Peer(const Peer&) = delete;
+    Peer& operator=(const Peer&) = delete;
+
+    const std::string& url() const { return url_; }
+    std::string ca_file() const { return dir_.empty() ? std::string() : dir_ + "/ca.pem"; }
+
+    // The peer's counters, fetched on a separate connection that the peer does not count.
+    json stats() const {
+        HttpConfig c;
+        c.base_url = url_;
+        c.ca_file = ca_file();
+        c.access_token = "stats-only-token";
+        HttpClient client(c);
+        return json::parse(client.perform(get("/_stats")).body);
+    }
+
+private:
+    pid_t pid_ = -1;
+    int stdin_ = -1;
+    int stdout_ = -1;
+    std::string url_;
+    std::string dir_;
+};
+
+struct Capture {
+    std::vector<std::string> debug;
+    std::vector<std::string> messages;
+};
+
+HttpConfig config_for(const Peer& peer, Capture* cap = nullptr) {
+    HttpConfig c;
+    c.base_url = peer.url();
+    c.ca_file = peer.ca_file();
+    c.access_token = kToken;
+    c.connect_timeout_ms = 2000;
+    c.request_timeout_ms = 5000;
+    c.max_concurrency = 4;
+    c.retry.max_attempts = 4;
+    c.retry.run_budget = 50;
+    c.retry.base_delay = milliseconds(10);
+    c.retry.max_delay = milliseconds(100);
+    if (cap) c.debug_log = [cap](const std::string& line) { cap->debug.push_back(line); };
+    return c;
+}
+
+// perform() that is expected to fail; returns the error (and records its strings in cap).
+std::optional<HttpError> perform_error(HttpClient& client, const HttpRequest& r, Capture* cap = nullptr) {
+    try {
+        client.perform(r);
+    } catch (const HttpError& e) {
+        if (cap) {
+            cap->messages.push_back(e.what());
+            cap->messages.push_back(e.body);
+        }
+        return e;
+    }
+    ADD_FAILURE() << "expected " << r.target << " to fail";
+    return std::nullopt;
+}
+
+// A walk over /page: follows the cursor to the last page.
+struct PagingWalk : PageWalk {
+    std::string key;
+    int n;
+    int ms;
+    std::vector<std::string> ids;
+    std::optional<HttpError> failure;
+
+    PagingWalk(std::string k, int pages, int delay_ms = 0) : key(std::move(k)), n(pages), ms(delay_ms) {}
+
+    HttpRequest request(int cursor) const {
+        return get("/page?n=" + std::to_string(n) + "&key=" + key + "&ms=" + std::to_string(ms) +
+                       "&cursor=" + std::to_string(cursor),
+                   key + " page " + std::to_string(cursor + 1));
+    }
+    HttpRequest first() override { return request(0); }
+    std::optional<HttpRequest> on_page(HttpResponse&& r) override {
+        const json j = json::parse(r.body);
+        ids.push_back(j["items"][0]["id"].get<std::string>());
+        if (j.contains("cursor")) return request(std::stoi(j["cursor"].get<std::string>()));
+        return std::nullopt;
+    }
+    void on_failure(const HttpError& e) override { failure = e; }
+};
+
+// A walk with one request and a scripted page handler.
+struct FnWalk : PageWalk {
+    HttpRequest start;
+    std::function<void(const HttpResponse&)> check;  // may throw
+    std::vector<HttpResponse> responses;
+    std::optional<HttpError> failure;
+
+    explicit FnWalk(HttpRequest r, std::function<void(const HttpResponse&)> f = {})
+        : start(std::move(r)), check(std::move(f)) {}
+    HttpRequest first() override { return start; }
+    std::optional<HttpRequest> on_page(HttpResponse&& r) override {
+        if (check) check(r);
+        responses.push_back(std::move(r));
+        return std::nullopt;
+    }
+    void on_failure(const HttpError& e) override { failure = e; }
+};
+
+int unused_port() {
+    const int s = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    socklen_t len = sizeof a;
+    if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+        throw std::runtime_error("bind failed");
+    close(s);
+    return ntohs(a.sin_port);
+}
+
+}  // namespace
+
+// ---- validate_base_url ------------------------------------------------------------------------
+
+TEST(ValidateBaseUrl, AcceptsHttpsAnyHostAndHttpLoopback) {
+    for (const char* ok : {"https://connect.squareup.com", "https://connect.squareupsandbox.com",
+                           "https://example.com:8443", "HTTPS://Example.COM", "https://10.1.2.3",
+                           "https://[2001:db8::1]:443", "http://127.0.0.1:8080", "http://127.3.4.5",
+                           "http://localhost", "http://LOCALHOST:9", "http://[::1]", "http://[::1]:5000"})
+        EXPECT_NO_THROW(validate_base_url(ok)) << ok;
+}
+
+TEST(ValidateBaseUrl, RejectsEverythingElse) {
+    for (const char* bad :
+         {"", "http://example.com", "http://10.0.0.1", "http://128.0.0.1", "http://localhost.example.com",
+          "http://[2001:db8::1]", "ftp://127.0.0.1", "file:///etc/passwd", "connect.squareup.com",
+          "https://", "https://connect.squareup.com/", "https://connect.squareup.com/v2",
+          "https://connect.squareup.com?x=1", "https://connect.squareup.com#f", "https://user:pw@example.com",
+          "https://example.com@evil.com", "https://exa mple.com", "https://example.com:0",
+          "https://example.com:99999", "https://example.com:12ab", "https://[::1", "https://[zz::1]",
+          "https://ex\\ample.com", "garbage", "https://example.com\r\nX: y"})
+        EXPECT_THROW(validate_base_url(bad), ConfigError) << bad;
+}
+
+TEST(ValidateBaseUrl, ErrorNeverEchoesUserInfo) {
+    try {
+        validate_base_url("https://user:hunter2secret@example.com");
+        FAIL();
+    } catch (const ConfigError& e) {
+        EXPECT_FALSE(contains(e.what(), "hunter2secret")) << e.what();
+    }
+}
+
+TEST(HttpClientConfig, ConstructorValidates) {
+    HttpConfig c;
+    c.base_url = "http://example.com";
+    c.access_token = kToken;
+    EXPECT_THROW(HttpClient{c}, ConfigError);
+    c.base_url = "https://example.com";
+    c.access_token = "abc\r\nX-Injected: 1";
+    EXPECT_THROW(HttpClient{c}, ConfigError);
+    c.access_token = kToken;
+    c.ca_file = "/nonexistent/ca.pem";
+    EXPECT_THROW(HttpClient{c}, ConfigError);
+    c.ca_file.clear();
+    EXPECT_NO_THROW(HttpClient{c});
+    EXPECT_STREQ(failure_kind_name(FailureKind::RateLimited), "rate_limited");
+}
+
+// ---- walks, concurrency, reuse ----------------------------------------------------------------
+
+TEST(HttpClient, PagingWalkRunsToTheEnd) {
+    Peer peer;
+    HttpClient client(config_for(peer));
+    PagingWalk walk("w", 5);
+    client.run({&walk});
+    EXPECT_FALSE(walk.failure.has_value());
+    EXPECT_EQ(walk.ids, (std::vector<std::string>{"w-0", "w-1", "w-2", "w-3", "w-4"}));
+    EXPECT_EQ(client.stats().requests, 5u);
+    EXPECT_EQ(client.stats().retries, 0u);
+    EXPECT_GT(client.stats().bytes_received, 100u);
+    EXPECT_EQ(peer.stats()["requests"], 5);
+}
+
+TEST(HttpClient, WalksOverlapWithinMaxConcurrencyAndEachStaysSequential) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.max_concurrency = 3;
+    HttpClient client(c);
+    std::vector<std::unique_ptr<PagingWalk>> walks;
+    std::vector<PageWalk*> ptrs;
+    for (int i = 0; i < 6; ++i) {
+        walks.push_back(std::make_unique<PagingWalk>("w" + std::to_string(i), 3, 120));
+        ptrs.push_back(walks.back().get());
+    }
+    client.run(ptrs);
+    for (auto& w : walks) {
+        EXPECT_FALSE(w->failure.has_value());
+        EXPECT_EQ(w->ids.size(), 3u);
+        EXPECT_EQ(w->ids.back(), w->key + "-2");
+    }
+    const json s = peer.stats();
+    EXPECT_EQ(s["requests"], 18);
+    EXPECT_GT(s["max_concurrent"].get<int>(), 1) << s.dump();
+    EXPECT_LE(s["max_concurrent"].get<int>(), 3) << s.dump();
+    EXPECT_LE(s["connections"].get<int>(), 3) << s.dump();
+    for (auto& w : walks) EXPECT_EQ(s["key_max_concurrent"][w->key], 1) << "walk " << w->key << " overlapped itself";
+}
+
+TEST(HttpClient, MaxConcurrencyOneIsSequential) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.max_concurrency = 1;
+    HttpClient client(c);
+    PagingWalk a("a", 3, 20), b("b", 3, 20);
+    client.run({&a, &b});
+    EXPECT_EQ(a.ids.size() + b.ids.size(), 6u);
+    EXPECT_EQ(peer.stats()["max_concurrent"], 1);
+}
+
+TEST(HttpClient, KeepAliveConnectionIsReused) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.max_concurrency = 1;
+    HttpClient client(c);
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(client.perform(get("/echo")).status, 200);
+    PagingWalk walk("r", 10);
+    client.run({&walk});
+    const json s = peer.stats();
+    EXPECT_EQ(s["requests"], 30);
+    EXPECT_EQ(s["connections"], 1) << s.dump();
+}
+
+TEST(HttpClient, SendsSquareHeadersAndNoOthers) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.square_version = "2024-01-18";
+    HttpClient client(c);
+    const json g = json::parse(client.perform(get("/echo")).body);
+    EXPECT_EQ(g["method"], "GET");
+    EXPECT_EQ(g["headers"]["authorization"], "Bearer " + kToken);
+    EXPECT_EQ(g["headers"]["square-version"], "2024-01-18");
+    EXPECT_EQ(g["headers"]["accept"], "application/json");
+    EXPECT_EQ(g["headers"]["user-agent"], "squaresync/0.1.0");
+    EXPECT_TRUE(contains(g["headers"]["accept-encoding"].get<std::string>(), "gzip"));
+    EXPECT_FALSE(g["headers"].contains("content-type"));
+
+    HttpRequest post = get("/echo?x=1");
+    post.method = "POST";
+    post.body = R"({"limit":100})";
+    const HttpResponse r = client.perform(post);
+    EXPECT_EQ(r.attempts, 1);
+    const json p = json::parse(r.body);
+    EXPECT_EQ(p["method"], "POST");
+    EXPECT_EQ(p["path"], "/echo?x=1");
+    EXPECT_EQ(p["body"], R"({"limit":100})");
+    EXPECT_EQ(p["headers"]["content-type"], "application/json");
+    EXPECT_FALSE(p["headers"].contains("expect"));
+}
+
+TEST(HttpClient, TargetMustBeAPath) {
+    Peer peer;
+    HttpClient client(config_for(peer));
+    EXPECT_THROW(client.perform(get("@evil.example/x")), std::invalid_argument);
+    EXPECT_THROW(client.perform(get("")), std::invalid_argument);
+    EXPECT_EQ(client.perform(get("/echo")).status, 200);  // still usable
+}
+
+TEST(HttpClient, GzipIsDecoded) {
+    Peer peer;
+    HttpClient client(config_for(peer));
+    const HttpResponse r = client.perform(get("/gzip"));
+    const json j = json::parse(r.body);
+    EXPECT_EQ(j["compressed"], true);
+    EXPECT_EQ(j["data"].get<std::string>().size(), 22000u);
+    EXPECT_EQ(client.stats().bytes_received, r.body.size());
+    EXPECT_EQ(peer.stats()["gzipped"], 1);
+}
+
+// ---- retries ----------------------------------------------------------------------------------
+
+TEST(HttpClient, RateLimitWithoutRetryAfterIsRetried) {
+    Peer peer;
+    HttpClient client(config_for(peer));
+    const HttpResponse r = client.perform(get("/flaky/a?fail=2&status=429"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.attempts, 3);
+    EXPECT_EQ(client.stats().requests, 3u);
+    EXPECT_EQ(client.stats().retries, 2u);
+    EXPECT_EQ(client.stats().rate_limited, 2u);
+}
+
+TEST(HttpClient, RetryAfterIsHonouredOn429And503) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.retry.max_delay = milliseconds(5000);
+    HttpClient client(c);
+    auto t0 = Clock::now();
+    EXPECT_EQ(client.perform(get("/flaky/b?fail=1&status=429&retry_after=1")).attempts, 2);
+    EXPECT_GE(elapsed_ms(t0), 950);
+    t0 = Clock::now();
+    EXPECT_EQ(client.perform(get("/flaky/c?fail=1&status=503&retry_after=1")).attempts, 2);
+    EXPECT_GE(elapsed_ms(t0), 950);
+    EXPECT_EQ(client.stats().rate_limited, 1u);
+}
+
+TEST(HttpClient, RetryAfterIsCappedByMaxDelay) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.retry.max_delay = milliseconds(200);
+    HttpClient client(c);
+    const auto t0 = Clock::now();
+    EXPECT_EQ(client.perform(get("/flaky/d?fail=1&status=429&retry_after=30")).status, 200);
+    EXPECT_LT(elapsed_ms(t0), 5000);
+}
+
+TEST(HttpClient, ServiceUnavailableRetriedThenSucceeds) {
+    Peer peer;
+    HttpClient client(config_for(peer));
+    const HttpResponse r = client.perform(get("/flaky/e?fail=2&status=503"));
+    EXPECT_EQ(r.attempts, 3);
+    EXPECT_EQ(json::parse(r.body)["ok"], true);
+    EXPECT_EQ(client.stats().retries, 2u);
+}
+
+TEST(HttpClient, AttemptsExhaustedOn5xxGivesClearHttpStatusFailure) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.retry.max_attempts = 3;
+    HttpClient client(c);
+    const auto e = perform_error(client, get("/status/503", "orders page 3"));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->kind, FailureKind::HttpStatus);
+    EXPECT_EQ(e->status, 503);
+    const std::string m = e->what();
+    EXPECT_TRUE(contains(m, "503")) << m;
+    EXPECT_TRUE(contains(m, "SERVICE_UNAVAILABLE")) << m;
+    EXPECT_TRUE(contains(m, "after 3 attempts for orders page 3")) << m;
+    EXPECT_TRUE(contains(m, "try again later")) << m;
+    EXPECT_TRUE(contains(e->body, "SERVICE_UNAVAILABLE"));
+    EXPECT_EQ(peer.stats()["requests"], 3);
+}
+
+TEST(HttpClient, RetryBudgetExhaustedOnRateLimit) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.retry.max_attempts = 8;
+    c.retry.run_budget = 3;
+    HttpClient client(c);
+    const auto e = perform_error(client, get("/status/429", "orders page 3"));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->kind, FailureKind::RateLimited);
+    EXPECT_EQ(e->status, 429);
+    const std::string m = e->what();
+    EXPECT_EQ(m.rfind("Square rate limit (429) persisted", 0), 0u) << m;
+    EXPECT_TRUE(contains(m, "after 4 attempts for orders page 3")) << m;
+    EXPECT_TRUE(contains(m, "retry budget")) << m;
+    EXPECT_TRUE(contains(m, "max_concurrency")) << m;
+    EXPECT_EQ(client.stats().requests, 4u);
+    EXPECT_EQ(client.stats().retries, 3u);
+    EXPECT_EQ(client.stats().rate_limited, 4u);
+    // The budget is per client: the next request is not retried at all.
+    const auto again = perform_error(client, get("/flaky/f?fail=1&status=503"));
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->kind, FailureKind::HttpStatus);
+}
+
+TEST(HttpClient, TimeoutIsRetriedThenReported) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.request_timeout_ms = 300;
+    c.retry.max_attempts = 2;
+    HttpClient client(c);
+    const auto t0 = Clock::now();
+    const auto e = perform_error(client, get("/hang?ms=4000"));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->kind, FailureKind::Timeout);
+    EXPECT_EQ(e->status, 0);
+    EXPECT_TRUE(contains(e->what(), "timeout")) << e->what();
+    EXPECT_EQ(client.stats().requests, 2u);
+    EXPECT_LT(elapsed_ms(t0), 3000);
+    // A single slow answer is retried and the retry succeeds.
+    EXPECT_EQ(client.perform(get("/flaky/slow?fail=1&mode=hang&ms=2000")).attempts, 2);
+}
+
+TEST(HttpClient, ResetIsRetried) {
+    Peer peer;
+    HttpClient client(config_for(peer));
+    EXPECT_EQ(client.perform(get("/flaky/r?fail=1&mode=reset")).attempts, 2);
+    const auto e = perform_error(client, get("/reset"));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->kind, FailureKind::Transport);
+    EXPECT_TRUE(contains(e->what(), "network error")) << e->what();
+    EXPECT_EQ(peer.stats()["paths"]["/reset"], 4);
+}
+
+TEST(HttpClient, ConnectionRefusedIsTransportAfterRetries) {
+    HttpConfig c;
+    c.base_url = "http://127.0.0.1:" + std::to_string(unused_port());
+    c.access_token = kToken;
+    c.retry.max_attempts = 3;
+    c.retry.base_delay = milliseconds(10);
+    HttpClient client(c);
+    const auto e = perform_error(client, get("/x"));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->kind, FailureKind::Transport);
+    EXPECT_TRUE(contains(e->what(), "after 3 attempts")) << e->what();
+    EXPECT_EQ(client.stats().requests, 3u);
+}
+
+// ---- failures that are never retried --------------------------------------------------------
+
+TEST(HttpClient, RedirectIsNotFollowed) {
+    Peer peer, other;
+    HttpClient client(config_for(peer));
+    const auto e = perform_error(client, get("/redirect?to=" + other.url() + "/echo"));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->kind, FailureKind::Redirect);
+    EXPECT_EQ(e->status, 307);
+    EXPECT_TRUE(contains(e->what(), "never followed")) << e->what();
+    EXPECT_EQ(client.stats().requests, 1u);
+    EXPECT_EQ(other.stats()["requests"], 0);
+}
+
+TEST(HttpClient, OversizeResponseIsTooLarge) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.max_response_bytes = 100000;
+    HttpClient client(c);
+    for (const char* target : {"/big?bytes=200000", "/big?bytes=200000&close=1"}) {
+        const auto e = perform_error(client, get(target));
+        ASSERT_TRUE(e) << target;
+        EXPECT_EQ(e->kind, FailureKind::TooLarge) << target << ": " << e->what();
+    }
+    EXPECT_EQ(client.stats().requests, 2u);  // not retried
+    EXPECT_EQ(client.perform(get("/big?bytes=100000&close=1")).body.size(), 100000u);
+    EXPECT_EQ(client.perform(get("/big?bytes=5000")).body.size(), 5000u);
+}
+
+TEST(HttpClient, UnauthorizedFailsEveryWalkAfterOneRequest) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.max_concurrency = 1;
+    HttpClient client(c);
+    FnWalk a(get("/401", "locations")), b(get("/echo")), d(get("/echo"));
+    client.run({&a, &b, &d});
+    for (FnWalk* w : {&a, &b, &d}) {
+        ASSERT_TRUE(w->failure.has_value());
+        EXPECT_EQ(w->failure->kind, FailureKind::Unauthorized);
+        EXPECT_EQ(w->failure->status, 401);
+        EXPECT_EQ(std::string(w->failure->what()).rfind("access token rejected by Square (401 UNAUTHORIZED)", 0), 0u)
+            << w->failure->what();
+        EXPECT_TRUE(w->responses.empty());
+    }
+    EXPECT_EQ(client.stats().requests, 1u);
+    EXPECT_EQ(peer.stats()["requests"], 1);
+}
+
+TEST(HttpClient, UnauthorizedCancelsTransfersInFlight) {
+    Peer peer;
+    HttpClient client(config_for(peer));
+    FnWalk a(get("/hang?ms=4000")), b(get("/hang?ms=4000")), u(get("/401"));
+    const auto t0 = Clock::now();
+    client.run({&a, &b, &u});
+    EXPECT_LT(elapsed_ms(t0), 2500);
+    for (FnWalk* w : {&a, &b, &u}) {
+        ASSERT_TRUE(w->failure.has_value());
+        EXPECT_EQ(w->failure->kind, FailureKind::Unauthorized);
+    }
+    EXPECT_EQ(client.perform(get("/echo")).status, 200);  // the client is still usable
+}
+
+TEST(HttpClient, ForbiddenGoneAndOther4xxAreNotRetried) {
+    Peer peer;
+    HttpClient client(config_for(peer));
+    auto e = perform_error(client, get("/403", "payments"));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->kind, FailureKind::Forbidden);
+    EXPECT_TRUE(contains(e->what(), "FORBIDDEN")) << e->what();
+    e = perform_error(client, get("/410"));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->kind, FailureKind::Gone);
+    EXPECT_TRUE(contains(e->what(), "retired")) << e->what();
+    e = perform_error(client, get("/status/404"));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->kind, FailureKind::HttpStatus);
+    EXPECT_EQ(e->status, 404);
+    EXPECT_TRUE(contains(e->what(), "NOT_FOUND: Resource not found;")) << e->what();
+    e = perform_error(client, get("/status/501"));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->kind, FailureKind::HttpStatus);
+    EXPECT_EQ(client.stats().requests, 4u);
+    EXPECT_EQ(client.stats().retries, 0u);
+}
+
+TEST(HttpClient, FailedWalkDoesNotStopTheOthers) {
+    Peer peer;
+    HttpClient client(config_for(peer));
+    FnWalk bad(get("/status/404"));
+    PagingWalk good("g", 4, 10);
+    client.run({&bad, &good});
+    ASSERT_TRUE(bad.failure.has_value());
+    EXPECT_FALSE(good.failure.has_value());
+    EXPECT_EQ(good.ids.size(), 4u);
+}
+
+// ---- page handler errors ------------------------------------------------------------------------
+
+TEST(HttpClient, RetryableResponseErrorRetriesThenBadResponse) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.retry.max_attempts = 3;
+    HttpClient client(c);
+    FnWalk always(get("/echo", "customers page 1"),
+                  [](const HttpResponse&) { throw RetryableResponseError("truncated JSON at byte 17"); });
+    int calls = 0;
+    FnWalk once(get("/echo?k=once"), [&calls](const HttpResponse& r) {
+        if (++calls == 1) throw RetryableResponseError("bad shape");
+        EXPECT_EQ(r.attempts, 2);
+    });
+    client.run({&always, &once});
+    ASSERT_TRUE(always.failure.has_value());
+    EXPECT_EQ(always.failure->kind, FailureKind::BadResponse);
+    const std::string m = always.failure->what();
+    EXPECT_TRUE(contains(m, "truncated JSON at byte 17")) << m;
+    EXPECT_TRUE(contains(m, "after 3 attempts for customers page 1")) << m;
+    EXPECT_FALSE(once.failure.has_value());
+    EXPECT_EQ(once.responses.size(), 1u);
+    EXPECT_EQ(client.stats().requests, 5u);
+}
+
+TEST(HttpClient, OtherExceptionsFromOnPageAreRethrownAfterStoppingTransfers) {
+    Peer peer;
+    HttpClient client(config_for(peer));
+    FnWalk thrower(get("/echo"), [](const HttpResponse&) { throw std::logic_error("boom in on_page"); });
+    FnWalk slow(get("/hang?ms=4000"));
+    const auto t0 = Clock::now();
+    try {
+        client.run({&slow, &thrower});
+        FAIL() << "run() should have thrown";
+    } catch (const std::logic_error& e) {
+        EXPECT_STREQ(e.what(), "boom in on_page");
+    }
+    EXPECT_LT(elapsed_ms(t0), 2500);
+    EXPECT_FALSE(slow.failure.has_value());  // on_failure is not called for the others
+    EXPECT_EQ(client.perform(get("/echo")).status, 200);
+}
+
+TEST(HttpClient, NestedRunFromOnPageIsRejected) {
+    Peer peer;
+    HttpClient client(config_for(peer));
+    FnWalk nested(get("/echo"), [&client](const HttpResponse&) { client.perform(get("/echo")); });
+    EXPECT_THROW(client.run({&nested}), std::logic_error);
+    EXPECT_EQ(client.stats().requests, 1u);
+    EXPECT_EQ(client.perform(get("/echo")).status, 200);
+}
+
+// ---- abort ---------------------------------------------------------------------------------------
+
+TEST(HttpClient, ShouldAbortStopsTransfersPromptly) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    Clock::time_point abort_at = Clock::now() + milliseconds(200);
+    c.should_abort = [&abort_at] { return Clock::now() >= abort_at; };
+    HttpClient client(c);
+    FnWalk a(get("/hang?ms=5000")), b(get("/hang?ms=5000"));
+    auto t0 = Clock::now();
+    try {
+        client.run({&a, &b});
+        FAIL() << "run() should have thrown";
+    } catch (const HttpError& e) {
+        EXPECT_EQ(e.kind, FailureKind::Aborted);
+        EXPECT_TRUE(contains(e.what(), "aborted")) << e.what();
+    }
+    EXPECT_LT(elapsed_ms(t0), 1500);
+    EXPECT_FALSE(a.failure.has_value());
+}
+
+TEST(HttpClient, ShouldAbortInterruptsBackoffWait) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.retry.max_delay = milliseconds(20000);
+    Clock::time_point abort_at = Clock::now() + milliseconds(300);
+    c.should_abort = [&abort_at] { return Clock::now() >= abort_at; };
+    HttpClient client(c);
+    const auto t0 = Clock::now();
+    const auto e = perform_error(client, get("/status/503?retry_after=20"));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->kind, FailureKind::Aborted);
+    EXPECT_LT(elapsed_ms(t0), 1500);
+    EXPECT_EQ(client.stats().requests, 1u);
+}
+
+// ---- TLS -------------------------------------------------------------------------------------------
+
+TEST(HttpClientTls, WorksWithThePeersCa) {
+    Peer peer(/*tls=*/true);
+    ASSERT_EQ(peer.url().rfind("https://", 0), 0u);
+    HttpClient client(config_for(peer));
+    const json j = json::parse(client.perform(get("/echo")).body);
+    EXPECT_EQ(j["headers"]["authorization"], "Bearer " + kToken);
+    for (int i = 0; i < 5; ++i) client.perform(get("/echo"));
+    EXPECT_EQ(peer.stats()["connections"], 1);
+}
+
+TEST(HttpClientTls, FailsWithoutTheCaAndSaysWhy) {
+    Peer peer(/*tls=*/true);
+    HttpConfig c = config_for(peer);
+    c.ca_file.clear();  // the system's CA store does not know the peer's CA
+    HttpClient client(c);
+    const auto e = perform_error(client, get("/echo"));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->kind, FailureKind::Transport);
+    EXPECT_TRUE(contains(e->what(), "certificate")) << e->what();
+    EXPECT_EQ(client.stats().requests, 1u);  // not retried
+    EXPECT_EQ(peer.stats()["requests"], 0);
+}
+
+TEST(HttpClientConfig, PlainHttpIsRefusedForNonLoopbackHosts) {
+    HttpConfig c;
+    c.base_url = "http://connect.squareup.com";
+    c.access_token = kToken;
+    EXPECT_THROW(HttpClient{c}, ConfigError);
+}
+
+// ---- the token never leaks -------------------------------------------------------------------------
+
+TEST(HttpClient, TokenNeverAppearsInMessagesOrDebugLines) {
+    Peer peer, tls_peer(/*tls=*/true);
+    Capture cap;
+    HttpConfig c = config_for(peer, &cap);
+    c.request_timeout_ms = 300;
+    c.retry.max_attempts = 2;
+    c.max_response_bytes = 60000;
+    auto collect = [&cap](const FnWalk& w) {
+        if (w.failure) {
+            cap.messages.push_back(w.failure->what());
+            cap.messages.push_back(w.failure->body);
+        }
+    };
+    {
+        HttpClient client(c);
+        for (const char* target :
+             {"/403", "/410", "/status/404", "/status/400?leak=1", "/status/503", "/status/429", "/hang?ms=3000",
+              "/reset", "/redirect?to=https://example.invalid/", "/big?bytes=80000", "/big?bytes=80000&close=1"})
+            perform_error(client, get(target), &cap);
+        FnWalk bad(get("/echo"), [](const HttpResponse&) { throw RetryableResponseError("bad"); });
+        client.run({&bad});
+        collect(bad);
+        FnWalk u1(get("/401")), u2(get("/echo"));
+        client.run({&u1, &u2});
+        collect(u1);
+        collect(u2);
+        // Successful attempts are logged too.
+        client.perform(get("/echo"));
+    }
+    {
+        HttpConfig refused = c;
+        refused.base_url = "http://127.0.0.1:" + std::to_string(unused_port());
+        HttpClient client(refused);
+        perform_error(client, get("/x"), &cap);
+    }
+    {
+        HttpConfig aborting = c;
+        aborting.should_abort = [] { return true; };
+        HttpClient client(aborting);
+        perform_error(client, get("/echo"), &cap);
+    }
+    {
+        HttpConfig tls = config_for(tls_peer, &cap);
+        tls.ca_file.clear();
+        HttpClient client(tls);
+        perform_error(client, get("/echo"), &cap);
+    }
+    // The leak scenario really did carry the token in Square's answer, so redaction was exercised.
+    bool saw_redacted = false;
+    for (const auto& m : cap.messages) saw_redacted = saw_redacted || contains(m, "Bearer [redacted]");
+    EXPECT_TRUE(saw_redacted);
+
+    if (std::getenv("SQUARESYNC_TEST_VERBOSE")) {
+        for (const auto& m : cap.messages) std::cout << "message: " << m << "\n";
+        for (const auto& d : cap.debug) std::cout << "debug: " << d << "\n";
+    }
+    EXPECT_GE(cap.messages.size(), 30u);
+    EXPECT_GE(cap.debug.size(), 20u);
+    for (const auto& m : cap.messages) EXPECT_FALSE(contains(m, kToken)) << m;
+    for (const auto& d : cap.debug) {
+        EXPECT_FALSE(contains(d, kToken)) << d;
+        EXPECT_FALSE(contains(d, "Authorization")) << d;
+    }
+    // One line per attempt, with the fields the brief asks for.
+    bool saw_fields = false;
+    for (const auto& d : cap.debug)
+        saw_fields = saw_fields || (contains(d, "GET /echo") && contains(d, "status=200") && contains(d, "bytes=") &&
+                                    contains(d, "ms=") && contains(d, "attempt=1"));
+    EXPECT_TRUE(saw_fields);
+}
