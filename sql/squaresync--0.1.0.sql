@@ -545,7 +545,7 @@ DO $$
 DECLARE t text;
 BEGIN
     FOR t IN SELECT table_name FROM squaresync.synced_tables LOOP
-        EXECUTE format('CREATE UNLOGGED TABLE squaresync.%I (LIKE square.%I, _batch bigint NOT NULL, _ord bigint NOT NULL)',
+        EXECUTE format('CREATE UNLOGGED TABLE squaresync.%I (LIKE square.%I INCLUDING DEFAULTS, _batch bigint NOT NULL, _ord bigint NOT NULL)',
                        'stage_' || t, t);
     END LOOP;
 END $$;
@@ -812,18 +812,23 @@ END
 $fn$;
 
 --------------------------------------------------------------------------------------------------
--- SQL interface (C++).
+-- SQL interface (C++). The functions that reach Square run as the extension's owner (SECURITY
+-- DEFINER, so they can read the token) and are not executable by PUBLIC: GRANT EXECUTE to the roles
+-- that may sync.
 --------------------------------------------------------------------------------------------------
 
 CREATE FUNCTION squaresync.connect(access_token text, environment text DEFAULT 'production',
                                    base_url text DEFAULT NULL)
-RETURNS text LANGUAGE c AS 'MODULE_PATHNAME', 'squaresync_connect';
+RETURNS text LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'squaresync_connect';
 
 CREATE FUNCTION squaresync.foundation(wait boolean DEFAULT true)
-RETURNS bigint LANGUAGE c AS 'MODULE_PATHNAME', 'squaresync_foundation';
+RETURNS bigint LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'squaresync_foundation';
 
 CREATE FUNCTION squaresync.incremental(wait boolean DEFAULT true)
-RETURNS bigint LANGUAGE c AS 'MODULE_PATHNAME', 'squaresync_incremental';
+RETURNS bigint LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'squaresync_incremental';
 
 -- The C++ description of every synced table, for squaresync._schema_mismatches().
 CREATE FUNCTION squaresync._mapped_columns(OUT table_name text, OUT column_name text, OUT type_name text)
