@@ -642,7 +642,7 @@ BEGIN
     q := format($q$
         WITH s AS MATERIALIZED (%1$s),
         j AS MATERIALIZED (
-            SELECT s.*, t AS t_row, (t.merchant_id IS NULL) AS is_new
+            SELECT s.*, t AS t_row, (t.merchant_id IS NULL) AS is_new, %18$s AS is_del
             FROM s LEFT JOIN square.%2$I t ON t.merchant_id = $2 AND %3$s
         ),
         d AS MATERIALIZED (
@@ -664,7 +664,7 @@ BEGIN
         audit AS (
             INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after)
             SELECT $1, %12$L, %13$s,
-                   CASE WHEN j.is_new THEN 'insert' ELSE 'update' END,
+                   CASE WHEN j.is_new THEN 'insert' WHEN j.is_del THEN 'delete' ELSE 'update' END,
                    CASE WHEN j.is_new THEN NULL ELSE to_jsonb(j.t_row) END,
                    CASE WHEN j.is_new THEN %14$s
                         ELSE (SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(%15$s) a
@@ -676,8 +676,8 @@ BEGIN
         )
         SELECT jsonb_build_object(
             'inserted', (SELECT count(*) FROM d WHERE is_new),
-            'updated', (SELECT count(*) FROM d WHERE NOT is_new),
-            'deleted', (SELECT count(*) FROM gone),
+            'updated', (SELECT count(*) FROM d WHERE NOT is_new AND NOT is_del),
+            'deleted', (SELECT count(*) FROM gone) + (SELECT count(*) FROM d WHERE is_del),
             'unchanged', (SELECT count(*) FROM s) - (SELECT count(*) FROM d))
         $q$,
         src,                                                                   -- 1
@@ -697,7 +697,9 @@ BEGIN
         after_ins,                                                             -- 14
         (SELECT 'jsonb_build_object(' || string_agg(format('%L, j.%I', c, c), ', ') || ')' FROM unnest(cols) c), -- 15
         (SELECT 'jsonb_build_object(' || string_agg(format('%L, (g.t_row).%I', k, k), ', ') || ')' FROM unnest(keys) k), -- 16
-        CASE WHEN d.tombstone THEN $j$jsonb_build_object('is_deleted', true, 'deleted_at', now())$j$ ELSE 'NULL::jsonb' END -- 17
+        CASE WHEN d.tombstone THEN $j$jsonb_build_object('is_deleted', true, 'deleted_at', now())$j$ ELSE 'NULL::jsonb' END, -- 17
+        -- A tombstone Square sends for a live row is that row's deletion.
+        CASE WHEN d.tombstone THEN '(t.merchant_id IS NOT NULL AND s.is_deleted AND NOT t.is_deleted)' ELSE 'false' END -- 18
     );
     EXECUTE q INTO result USING p_run, p_merchant;
     RETURN result;

@@ -1,0 +1,88 @@
+# The generator: the seed dataset's exact sizes (built in-process, not served), the demo dataset,
+# determinism, time placement (everything before start, ~15 months back) and the availability rule.
+import time
+
+import pytest
+
+from dataset import Dataset, YEAR_MS
+
+SEED_SIZES = {"locations": 9, "categories": 25, "items": 867, "variations": 1002, "inventory_counts": 9018,
+              "vendors": 11, "vendor_infos": 989, "orders": 30390, "line_items": 159131, "tenders": 2493,
+              "payments": 49}
+
+
+@pytest.fixture(scope="module")
+def seed_ds():
+    return Dataset("seed", start_ms=int(time.time() * 1000))
+
+
+def test_seed_sizes(seed_ds):
+    got = seed_ds.counts_summary()
+    assert {k: got[k] for k in SEED_SIZES} == SEED_SIZES
+    for k in ("fulfillments", "returns", "order_refunds", "payment_refunds", "transactions"):
+        assert got[k] > 0, k
+    assert got["transactions"] == got["tenders"]
+
+
+def test_seed_times_before_start_and_span(seed_ds):
+    ds = seed_ds
+    start = int(time.time() * 1000)
+    created = [r.created_ms for r in ds.orders.values()]
+    assert max(r.updated_ms for r in ds.orders.values()) < ds.anchor_ms <= start
+    assert max(ds.cat_ms.values()) < ds.anchor_ms
+    assert max(ds.count_ms.values()) < ds.anchor_ms
+    span_days = (ds.anchor_ms - min(created)) / 86400000.0
+    assert 420 <= span_days <= 470
+    old = [p for p, (c, u) in ds.pay_ms.items() if c < start - YEAR_MS]
+    assert 0 < len(old) < len(ds.payments)
+    main = ds.main_location_id
+    assert any(p["location_id"] != main for p in ds.payments.values())
+
+
+def test_seed_availability_variety(seed_ds):
+    ds = seed_ds
+    objs = [ds.catalog[i] for i in ds.items] + [ds.catalog[v] for v in ds.variations]
+    assert any(o.get("absent_at_location_ids") for o in objs)
+    assert any(o.get("present_at_all_locations") is False for o in objs)
+    assert any(ds.catalog[v]["item_variation_data"].get("location_overrides") for v in ds.variations)
+    snap_avail = ds.snapshot()["tables"]["catalog_location_availability"]["rows"]
+    assert len(snap_avail) == 1002 * 9
+    present = sum(1 for r in snap_avail if r[3])
+    assert 0 < present < len(snap_avail)
+    assert any(r[4] is not None for r in snap_avail)
+
+
+def test_availability_rule():
+    p = Dataset._present
+    assert p({}, "A")
+    assert p({"present_at_all_locations": True, "absent_at_location_ids": ["B"]}, "A")
+    assert not p({"present_at_all_locations": True, "absent_at_location_ids": ["A"]}, "A")
+    assert p({"present_at_all_locations": False, "present_at_location_ids": ["A"]}, "A")
+    assert not p({"present_at_all_locations": False, "present_at_location_ids": ["B"]}, "A")
+
+
+def test_deterministic_per_seed():
+    t = int(time.time() * 1000)
+    a = Dataset("demo", seed=5, start_ms=t).snapshot()
+    b = Dataset("demo", seed=5, start_ms=t).snapshot()
+    c = Dataset("demo", seed=6, start_ms=t).snapshot()
+    assert a == b
+    assert a != c
+
+
+def test_scale_and_locations():
+    ds = Dataset("seed", scale=0.01, locations=12)
+    s = ds.counts_summary()
+    assert s["locations"] == 12
+    assert s["inventory_counts"] == s["variations"] * 12
+    assert 250 <= s["orders"] <= 350
+
+
+def test_demo_served(demo, schemas):
+    locs = demo.ok("GET", "/v2/locations")["locations"]
+    assert len(locs) == 3
+    snap = demo.snapshot()["tables"]
+    assert 100 <= len(snap["orders"]["rows"]) <= 1000
+    orders, _ = demo.walk("POST", "/v2/orders/search", {"location_ids": [l["id"] for l in locs], "limit": 1000},
+                          "orders")
+    assert len(orders) == len(snap["orders"]["rows"])

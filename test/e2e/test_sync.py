@@ -1,0 +1,145 @@
+"""test_sync.py: the sync engine end to end (issue 4): foundation equals the fake's truth, an
+incremental after a seller's day makes the tables equal again and reports exactly what changed,
+an incremental with nothing changed writes nothing, more than 10 locations, late offline orders."""
+import json
+
+import pytest
+
+from fakesquare import FakeSquare, assert_matches_fake
+
+XMIN_TABLES = ["locations", "catalog_items", "catalog_variations", "catalog_inventory", "orders",
+               "order_line_items", "tenders", "payments", "payment_refunds", "transactions",
+               "catalog_location_availability", "catalog_vendor_info", "vendors"]
+
+
+def run_row(con, run_id):
+    cur = con.execute("SELECT status, tables, rows_inserted, rows_updated, rows_deleted, rows_unchanged, error"
+                      " FROM squaresync.sync_runs WHERE id = %s", (run_id,))
+    status, tables, ins, upd, dele, unch, err = cur.fetchone()
+    return {"status": status, "tables": tables, "inserted": ins, "updated": upd, "deleted": dele,
+            "unchanged": unch, "error": err}
+
+
+def row_versions(con):
+    """Every row's physical version (xmin): unchanged rows were not written."""
+    out = {}
+    for t in XMIN_TABLES:
+        out[t] = dict(con.execute(f"SELECT ctid::text || xmin::text, synced_at FROM square.{t}").fetchall())
+    return out
+
+
+def test_foundation_equals_fake(db, fake):
+    run = db.execute("SELECT squaresync.foundation()").fetchone()[0]
+    r = run_row(db, run)
+    assert r["status"] == "succeeded", r
+    snap = assert_matches_fake(db, fake)
+    # Every table was filled, and the counters say how many rows were inserted, table by table.
+    for table, spec in snap["tables"].items():
+        assert len(spec["rows"]) > 0, f"the fake's {table} is empty: the test proves nothing for it"
+        assert r["tables"][table]["inserted"] == len(spec["rows"]), table
+    assert r["updated"] == 0 and r["deleted"] == 0
+
+
+def test_incremental_with_nothing_changed_writes_nothing(db, fake):
+    db.execute("SELECT squaresync.foundation()")
+    before = row_versions(db)
+    run = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    r = run_row(db, run)
+    assert r["status"] == "succeeded", r
+    assert (r["inserted"], r["updated"], r["deleted"]) == (0, 0, 0), r
+    assert row_versions(db) == before, "an incremental run with no change rewrote rows"
+    assert_matches_fake(db, fake)
+
+
+def test_incremental_after_a_sellers_day_reports_exactly_what_changed(db, fake):
+    db.execute("SELECT squaresync.foundation()")
+    changed = fake.mutate({
+        "catalog_items": {"update": 3, "create": 2, "delete": 2},
+        "catalog_variations": {"update": 4},
+        "catalog_categories": {"update": 1, "create": 1},
+        "inventory_counts": {"update": 6},
+        "vendors": {"update": 1, "create": 1},
+        "orders": {"update": 5, "create": 4},
+        "payments": {"update": 2},
+        "refunds": {"update": 1},
+    })
+    run = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    r = run_row(db, run)
+    assert r["status"] == "succeeded", r
+    assert_matches_fake(db, fake)
+    table_of = {"catalog_items": "catalog_items", "catalog_variations": "catalog_variations",
+                "catalog_categories": "catalog_categories", "inventory_counts": "catalog_inventory",
+                "vendors": "vendors", "orders": "orders", "payments": "payments", "refunds": "payment_refunds"}
+    for kind, table in table_of.items():
+        want = changed.get(kind, {})
+        got = r["tables"].get(table, {"inserted": 0, "updated": 0, "deleted": 0})
+        assert got["inserted"] == len(set(want.get("created", []))), (kind, got, want)
+        assert got["updated"] == len(set(want.get("updated", [])) - set(want.get("created", []))
+                                     - set(want.get("deleted", []))), (kind, got, want)
+        assert got["deleted"] == len(set(want.get("deleted", []))), (kind, got, want)
+
+
+def test_more_than_ten_locations(cluster):
+    fake = FakeSquare(scale=0.01, locations=12).start()
+    try:
+        con = cluster.connect()
+        con.execute("DROP EXTENSION IF EXISTS squaresync CASCADE")
+        con.execute("CREATE EXTENSION squaresync")
+        con.execute("SELECT squaresync.connect(%s, base_url => %s)", (fake.token, fake.url))
+        run = con.execute("SELECT squaresync.foundation()").fetchone()[0]
+        assert run_row(con, run)["status"] == "succeeded"
+        snap = assert_matches_fake(con, fake)
+        assert len(snap["tables"]["locations"]["rows"]) == 12
+        # Orders of all 12 locations arrived, in chunks of at most 10 location ids.
+        assert con.execute("SELECT count(DISTINCT location_id) FROM square.orders").fetchone()[0] == 12
+        con.close()
+    finally:
+        fake.stop()
+
+
+def test_late_offline_orders_inside_the_overlap_are_caught(db, fake):
+    db.execute("SELECT squaresync.foundation()")
+    changed = fake.mutate({"late_orders": 3})
+    late = set(changed["orders"]["created"])
+    assert len(late) == 3
+    run = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    assert run_row(db, run)["tables"]["orders"]["inserted"] == 3
+    got = {r[0] for r in db.execute("SELECT id FROM square.orders WHERE id = ANY(%s)", (list(late),)).fetchall()}
+    assert got == late
+    assert_matches_fake(db, fake)
+
+
+def test_concurrent_calls_start_one_run(db, fake, cluster):
+    import threading
+    fake.fault(latency_ms=50)
+    ids = []
+
+    def call():
+        c = cluster.connect()
+        ids.append(c.execute("SELECT squaresync.foundation()").fetchone()[0])
+        c.close()
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    fake.clear_faults()
+    assert len(ids) == 4 and len(set(ids)) == 1, ids
+    assert db.execute("SELECT count(*) FROM squaresync.sync_runs").fetchone()[0] == 1
+
+
+def test_notify_and_state_after_a_run(db, fake, cluster):
+    listener = cluster.connect()
+    notes = []
+    listener.add_notify_handler(notes.append)
+    listener.execute("LISTEN squaresync")
+    run = db.execute("SELECT squaresync.foundation()").fetchone()[0]
+    listener.execute("SELECT 1")  # delivers what arrived meanwhile to the handler
+    assert notes, "no NOTIFY squaresync after the run"
+    payload = json.loads(notes[0].payload)
+    assert payload["id"] == run and payload["status"] == "succeeded"
+    state = db.execute("SELECT table_name, last_status, last_run_id, watermark IS NOT NULL"
+                       " FROM squaresync.sync_state").fetchall()
+    assert all(s[1] == "succeeded" and s[2] == run for s in state), state
+    listener.close()
