@@ -14,7 +14,10 @@ PG_SRCS = $(sort $(wildcard src/pg/*.cpp))
 OBJS = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
 
 EXTENSION = squaresync
-DATA = $(wildcard sql/squaresync--*.sql)
+EXTVERSION = 0.1.0
+# The install script is assembled from one file per concern.
+DATA_built = squaresync--$(EXTVERSION).sql
+EXTRA_CLEAN = squaresync--$(EXTVERSION).sql
 PGFILEDESC = "squaresync - incremental sync of Square into PostgreSQL"
 
 SHLIB_LINK += -lcurl -lstdc++
@@ -35,6 +38,9 @@ src/core/%.o: src/core/%.cpp $(wildcard src/core/*.hpp)
 
 src/pg/%.o: src/pg/%.cpp $(wildcard src/core/*.hpp) $(wildcard src/pg/*.hpp)
 	$(CXX) $(CXXFLAGS) $(CPPFLAGS) -c -o $@ $<
+
+squaresync--$(EXTVERSION).sql: $(sort $(wildcard sql/install/*.sql))
+	cat $^ > $@
 
 .PHONY: deps test demo bench unit regress e2e contract
 deps:

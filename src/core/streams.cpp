@@ -259,7 +259,12 @@ struct StreamFetch::Walk : PageWalk {
         ++owner.pages_;
         for (const auto& b : batches) owner.rows_ += static_cast<std::int64_t>(b.rows);
         owner.sink_.progress(owner.name_ + " page " + std::to_string(owner.pages_));
-        owner.sink_.stage(owner.name_, batches);
+        try {
+            owner.sink_.stage(owner.name_, batches);
+        } catch (const std::exception& e) {
+            owner.fail("could not stage " + label() + ": " + e.what(), "STAGING_FAILED");
+            return std::nullopt;
+        }
 
         if (!s.paged) return std::nullopt;
         auto c = body.find("cursor");

@@ -6,7 +6,12 @@
 extern "C" {
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "access/xlog.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
@@ -73,10 +78,24 @@ BackgroundWorkerHandle* start_maintenance(Oid dboid) {
     return handle;
 }
 
+// A heap scan of the shared catalog pg_database, as the autovacuum launcher does: a worker with no
+// database selected cannot use the catalog caches.
 Oid lookup_database(const char* name) {
     Oid oid = InvalidOid;
     StartTransactionCommand();
-    oid = get_database_oid(name, true);
+    (void)GetTransactionSnapshot();
+    Relation rel = table_open(DatabaseRelationId, AccessShareLock);
+    TableScanDesc scan = table_beginscan_catalog(rel, 0, nullptr);
+    HeapTuple tup;
+    while ((tup = heap_getnext(scan, ForwardScanDirection)) != nullptr) {
+        Form_pg_database db = reinterpret_cast<Form_pg_database>(GETSTRUCT(tup));
+        if (strcmp(NameStr(db->datname), name) == 0 && db->datallowconn) {
+            oid = db->oid;
+            break;
+        }
+    }
+    table_endscan(scan);
+    table_close(rel, AccessShareLock);
     CommitTransactionCommand();
     return oid;
 }

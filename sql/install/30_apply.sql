@@ -1,0 +1,282 @@
+-- 30_apply.sql: staging tables and the set-based apply of a fetched stream.
+
+--------------------------------------------------------------------------------------------------
+-- Staging: one UNLOGGED table per synced table, same columns plus the batch (page) and the row's
+-- place in it. Filled by the sync worker page by page in short transactions; emptied after apply.
+--------------------------------------------------------------------------------------------------
+DO $$
+DECLARE t text;
+BEGIN
+    FOR t IN SELECT table_name FROM squaresync.synced_tables LOOP
+        EXECUTE format('CREATE UNLOGGED TABLE squaresync.%I (LIKE square.%I INCLUDING DEFAULTS, _batch bigint NOT NULL, _ord bigint NOT NULL)',
+                       'stage_' || t, t);
+    END LOOP;
+END $$;
+
+--------------------------------------------------------------------------------------------------
+-- Apply: one set-based statement per table turns the staged rows into inserts, updates and
+-- deletes (or tombstones) with their audit entries. Unchanged rows are never written.
+--------------------------------------------------------------------------------------------------
+
+-- Columns of a synced table that are compared and copied (everything but merchant_id, synced_at).
+CREATE FUNCTION squaresync._data_columns(p_table text, p_keys boolean)
+RETURNS text[] LANGUAGE sql STABLE AS $$
+    SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
+    FROM pg_attribute a
+    WHERE a.attrelid = format('square.%I', p_table)::regclass
+      AND a.attnum > 0 AND NOT a.attisdropped
+      AND a.attname NOT IN ('merchant_id', 'synced_at')
+      AND (a.attname = ANY (squaresync._key_columns(p_table))) = p_keys
+$$;
+
+-- Primary key columns of a synced table, merchant_id excluded.
+CREATE FUNCTION squaresync._key_columns(p_table text)
+RETURNS text[] LANGUAGE sql STABLE AS $$
+    SELECT array_agg(a.attname::text ORDER BY k.ord)
+    FROM pg_constraint c
+    CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+    WHERE c.conrelid = format('square.%I', p_table)::regclass AND c.contype = 'p'
+      AND a.attname <> 'merchant_id'
+$$;
+
+CREATE FUNCTION squaresync._apply_table(p_run bigint, p_merchant text, p_table text, p_full boolean)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    d        squaresync.synced_tables%ROWTYPE;
+    keys     text[] := squaresync._key_columns(p_table);
+    cols     text[] := squaresync._data_columns(p_table, false);
+    allc     text[];
+    key_join text;
+    s_cols   text;
+    t_cols   text;
+    order_by text;
+    src      text;
+    scope    text;
+    del_sql  text;
+    after_ins text;
+    after_upd text;
+    pk_json  text;
+    q        text;
+    result   jsonb;
+BEGIN
+    SELECT * INTO STRICT d FROM squaresync.synced_tables WHERE table_name = p_table;
+    allc := keys || cols;
+    key_join := (SELECT string_agg(format('t.%1$I = s.%1$I', k), ' AND ') FROM unnest(keys) k);
+    s_cols := (SELECT string_agg(format('s.%I', c), ', ') FROM unnest(cols) c);
+    t_cols := (SELECT string_agg(format('(j.t_row).%I', c), ', ') FROM unnest(cols) c);
+    pk_json := (SELECT 'jsonb_build_object(' || string_agg(format('%L, %s.%I', k, '%1$s', k), ', ') || ')' FROM unnest(keys) k);
+    after_ins := (SELECT 'jsonb_build_object(' || string_agg(format('%L, j.%I', c, c), ', ') || ')'
+                  FROM unnest(allc) c WHERE c <> 'raw');
+
+    -- The staged rows, one per key: the newest by the guard column, then the latest page.
+    -- A child's rows come only from its parent's latest staged copy.
+    order_by := (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k)
+                || CASE WHEN d.guard_column IS NOT NULL THEN format(', %I DESC NULLS LAST', d.guard_column) ELSE '' END
+                || ', _batch DESC, _ord DESC';
+    src := format('SELECT DISTINCT ON (%s) * FROM squaresync.%I c', (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), 'stage_' || p_table);
+    IF d.parent_table IS NOT NULL THEN
+        src := src || format(' WHERE (c.%I, c._batch) IN (SELECT id, max(_batch) FROM squaresync.%I GROUP BY id)',
+                             d.parent_column, 'stage_' || d.parent_table);
+    END IF;
+    src := src || ' ORDER BY ' || order_by;
+
+    -- Which stored rows may vanish: all of them on a full read, the children of re-read parents.
+    IF p_full THEN
+        scope := 'true';
+    ELSIF d.parent_table IS NOT NULL THEN
+        scope := format('t.%I IN (SELECT id FROM squaresync.%I)', d.parent_column, 'stage_' || d.parent_table);
+    ELSE
+        scope := 'false';
+    END IF;
+    IF d.tombstone THEN
+        scope := scope || ' AND NOT t.is_deleted';
+    END IF;
+
+    IF d.tombstone THEN
+        del_sql := format($q$UPDATE square.%I t SET is_deleted = true, deleted_at = now(), synced_at = now()
+                             FROM gone g WHERE t.merchant_id = $2 AND %s$q$,
+                          p_table, (SELECT string_agg(format('t.%1$I = (g.t_row).%1$I', k), ' AND ') FROM unnest(keys) k));
+    ELSE
+        del_sql := format($q$DELETE FROM square.%I t USING gone g WHERE t.merchant_id = $2 AND %s$q$,
+                          p_table, (SELECT string_agg(format('t.%1$I = (g.t_row).%1$I', k), ' AND ') FROM unnest(keys) k));
+    END IF;
+
+    q := format($q$
+        WITH s AS MATERIALIZED (%1$s),
+        j AS MATERIALIZED (
+            SELECT s.*, t AS t_row, (t.merchant_id IS NULL) AS is_new, %18$s AS is_del
+            FROM s LEFT JOIN square.%2$I t ON t.merchant_id = $2 AND %3$s
+        ),
+        d AS MATERIALIZED (
+            SELECT * FROM j
+            WHERE is_new OR (ROW(%4$s) IS DISTINCT FROM ROW(%5$s) %6$s)
+        ),
+        gone AS MATERIALIZED (
+            SELECT t AS t_row FROM square.%2$I t
+            WHERE t.merchant_id = $2 AND %7$s AND NOT EXISTS (SELECT 1 FROM s WHERE %3$s)
+        ),
+        ins AS (
+            INSERT INTO square.%2$I (merchant_id, %8$s) SELECT $2, %8$s FROM d WHERE is_new
+        ),
+        upd AS (
+            UPDATE square.%2$I t SET (%9$s, synced_at) = (%10$s, now())
+            FROM d s WHERE NOT s.is_new AND t.merchant_id = $2 AND %3$s
+        ),
+        del AS (%11$s),
+        audit AS (
+            INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after)
+            SELECT $1, %12$L, %13$s,
+                   CASE WHEN j.is_new THEN 'insert' WHEN j.is_del THEN 'delete' ELSE 'update' END,
+                   CASE WHEN j.is_new THEN NULL ELSE to_jsonb(j.t_row) END,
+                   CASE WHEN j.is_new THEN %14$s
+                        ELSE (SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(%15$s) a
+                              WHERE a.value IS DISTINCT FROM to_jsonb(j.t_row) -> a.key) END
+            FROM d j
+            UNION ALL
+            SELECT $1, %12$L, %16$s, 'delete', to_jsonb(g.t_row), %17$s
+            FROM gone g
+        )
+        SELECT jsonb_build_object(
+            'inserted', (SELECT count(*) FROM d WHERE is_new),
+            'updated', (SELECT count(*) FROM d WHERE NOT is_new AND NOT is_del),
+            'deleted', (SELECT count(*) FROM gone) + (SELECT count(*) FROM d WHERE is_del),
+            'unchanged', (SELECT count(*) FROM s) - (SELECT count(*) FROM d))
+        $q$,
+        src,                                                                   -- 1
+        p_table,                                                               -- 2
+        key_join,                                                              -- 3
+        (SELECT string_agg(format('j.%I', c), ', ') FROM unnest(cols) c),      -- 4
+        t_cols,                                                                -- 5
+        CASE WHEN d.guard_column IS NOT NULL
+             THEN format('AND NOT (j.%1$I < (j.t_row).%1$I)', d.guard_column) ELSE '' END,  -- 6
+        scope,                                                                 -- 7
+        (SELECT string_agg(format('%I', c), ', ') FROM unnest(allc) c),        -- 8
+        (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),        -- 9
+        s_cols,                                                                -- 10
+        del_sql,                                                               -- 11
+        p_table,                                                               -- 12
+        format(pk_json, 'j'),                                                  -- 13
+        after_ins,                                                             -- 14
+        (SELECT 'jsonb_build_object(' || string_agg(format('%L, j.%I', c, c), ', ') || ')' FROM unnest(cols) c), -- 15
+        (SELECT 'jsonb_build_object(' || string_agg(format('%L, (g.t_row).%I', k, k), ', ') || ')' FROM unnest(keys) k), -- 16
+        CASE WHEN d.tombstone THEN $j$jsonb_build_object('is_deleted', true, 'deleted_at', now())$j$ ELSE 'NULL::jsonb' END, -- 17
+        -- A tombstone Square sends for a live row is that row's deletion.
+        CASE WHEN d.tombstone THEN '(t.merchant_id IS NOT NULL AND s.is_deleted AND NOT t.is_deleted)' ELSE 'false' END -- 18
+    );
+    EXECUTE q INTO result USING p_run, p_merchant;
+    RETURN result;
+END
+$fn$;
+
+-- Availability is derived, not fetched: one row per live variation and location, by Square's rule
+-- (present_at_all_locations, default true, less absent_at_location_ids; else present_at_location_ids)
+-- applied to the item AND to the variation, with the variation's location_overrides.
+CREATE FUNCTION squaresync._stage_availability(p_merchant text)
+RETURNS void LANGUAGE sql AS $$
+    TRUNCATE squaresync.stage_catalog_location_availability;
+    INSERT INTO squaresync.stage_catalog_location_availability
+        (merchant_id, variation_id, location_id, item_id, is_present, has_override, price_amount,
+         price_currency, pricing_type, track_inventory, inventory_alert_type, inventory_alert_threshold,
+         sold_out, sold_out_valid_until, variation_version, _batch, _ord)
+    SELECT p_merchant, v.id, l.id, v.item_id,
+           (CASE WHEN coalesce(i.present_at_all_locations, true)
+                 THEN NOT (l.id = ANY (coalesce(i.absent_at_location_ids, '{}')))
+                 ELSE l.id = ANY (coalesce(i.present_at_location_ids, '{}')) END)
+           AND (CASE WHEN coalesce(v.present_at_all_locations, true)
+                 THEN NOT (l.id = ANY (coalesce(v.absent_at_location_ids, '{}')))
+                 ELSE l.id = ANY (coalesce(v.present_at_location_ids, '{}')) END),
+           o.ov IS NOT NULL,
+           (o.ov -> 'price_money' ->> 'amount')::bigint,
+           o.ov -> 'price_money' ->> 'currency',
+           o.ov ->> 'pricing_type',
+           (o.ov ->> 'track_inventory')::boolean,
+           o.ov ->> 'inventory_alert_type',
+           (o.ov ->> 'inventory_alert_threshold')::bigint,
+           (o.ov ->> 'sold_out')::boolean,
+           (o.ov ->> 'sold_out_valid_until')::timestamptz,
+           v.version, 0, 0
+    FROM square.catalog_variations v
+    JOIN square.catalog_items i ON i.merchant_id = v.merchant_id AND i.id = v.item_id
+    JOIN square.locations l ON l.merchant_id = v.merchant_id
+    LEFT JOIN LATERAL (
+        SELECT e AS ov FROM jsonb_array_elements(v.raw -> 'item_variation_data' -> 'location_overrides') e
+        WHERE e ->> 'location_id' = l.id LIMIT 1
+    ) o ON true
+    WHERE v.merchant_id = p_merchant AND NOT v.is_deleted AND NOT i.is_deleted;
+$$;
+
+-- Applies one fetched stream in the caller's transaction: every table of the stream in order,
+-- then what derives from it, then the watermark and the run's counters. Returns the counts.
+CREATE FUNCTION squaresync._apply_stream(p_run bigint, p_merchant text, p_stream text, p_full boolean,
+                                         p_watermark text)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    t      record;
+    counts jsonb := '{}';
+    c      jsonb;
+    old_wm text;
+BEGIN
+    SELECT watermark INTO old_wm FROM squaresync.stream_state
+    WHERE merchant_id = p_merchant AND stream = p_stream FOR UPDATE;
+
+    FOR t IN SELECT * FROM squaresync.synced_tables WHERE stream = p_stream ORDER BY apply_order LOOP
+        IF t.derived THEN
+            CONTINUE;
+        END IF;
+        -- Locations and vendors have no change filter: every read is a full read.
+        c := squaresync._apply_table(p_run, p_merchant, t.table_name, p_full OR p_stream IN ('locations', 'vendors'));
+        counts := counts || jsonb_build_object(t.table_name, c);
+    END LOOP;
+
+    -- Availability follows the catalog and the locations.
+    IF p_stream = 'catalog' OR (p_stream = 'locations' AND EXISTS
+           (SELECT 1 FROM square.catalog_variations WHERE merchant_id = p_merchant)) THEN
+        PERFORM squaresync._stage_availability(p_merchant);
+        c := squaresync._apply_table(p_run, p_merchant, 'catalog_location_availability', true);
+        counts := counts || jsonb_build_object('catalog_location_availability', c);
+    END IF;
+
+    -- What derives from the stream (inventory history, daily sales, the item library export), in
+    -- the same transaction.
+    PERFORM squaresync._after_apply(p_run, p_merchant, p_stream);
+
+    INSERT INTO squaresync.stream_state AS s (merchant_id, stream, watermark, last_run_id, last_success_run_id,
+                                              last_status, last_error, last_success_at, updated_at)
+    VALUES (p_merchant, p_stream, coalesce(p_watermark, old_wm), p_run, p_run, 'succeeded', NULL, now(), now())
+    ON CONFLICT (merchant_id, stream) DO UPDATE
+        SET watermark = coalesce(p_watermark, s.watermark), last_run_id = p_run, last_success_run_id = p_run,
+            last_status = 'succeeded',
+            last_error = NULL, last_success_at = now(), updated_at = now();
+
+    UPDATE squaresync.sync_run_streams
+       SET status = 'succeeded', watermark_before = old_wm, watermark_after = coalesce(p_watermark, old_wm),
+           applied_at = now()
+     WHERE run_id = p_run AND stream = p_stream;
+
+    UPDATE squaresync.sync_runs r
+       SET tables = r.tables || counts,
+           rows_inserted = r.rows_inserted + x.ins, rows_updated = r.rows_updated + x.upd,
+           rows_deleted = r.rows_deleted + x.del, rows_unchanged = r.rows_unchanged + x.unch
+      FROM (SELECT coalesce(sum((v ->> 'inserted')::bigint), 0) AS ins,
+                   coalesce(sum((v ->> 'updated')::bigint), 0) AS upd,
+                   coalesce(sum((v ->> 'deleted')::bigint), 0) AS del,
+                   coalesce(sum((v ->> 'unchanged')::bigint), 0) AS unch
+              FROM jsonb_each(counts) e(k, v)) x
+     WHERE r.id = p_run;
+    RETURN counts;
+END
+$fn$;
+
+-- Empties the staging tables of one stream (or all when p_stream is NULL).
+CREATE FUNCTION squaresync._clear_staging(p_stream text)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE t text;
+BEGIN
+    FOR t IN SELECT table_name FROM squaresync.synced_tables
+             WHERE p_stream IS NULL OR stream = p_stream LOOP
+        EXECUTE format('TRUNCATE squaresync.%I', 'stage_' || t);
+    END LOOP;
+END
+$fn$;
+
