@@ -206,6 +206,17 @@ RETURNS void LANGUAGE sql AS $$
     WHERE v.merchant_id = p_merchant AND NOT v.is_deleted AND NOT i.is_deleted;
 $$;
 
+-- {"rows": n}: the merchant's rows in a table once a run has applied it (what validate and the health
+-- view expect to find until the next run).
+CREATE FUNCTION squaresync._row_count(p_merchant text, p_table text)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $fn$
+DECLARE n bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FROM square.%I WHERE merchant_id = $1', p_table) INTO n USING p_merchant;
+    RETURN jsonb_build_object('rows', n);
+END
+$fn$;
+
 -- Applies one fetched stream in the caller's transaction: every table of the stream in order,
 -- then what derives from it, then the watermark and the run's counters. Returns the counts.
 CREATE FUNCTION squaresync._apply_stream(p_run bigint, p_merchant text, p_stream text, p_full boolean,
@@ -226,7 +237,7 @@ BEGIN
         END IF;
         -- Locations and vendors have no change filter: every read is a full read.
         c := squaresync._apply_table(p_run, p_merchant, t.table_name, p_full OR p_stream IN ('locations', 'vendors'));
-        counts := counts || jsonb_build_object(t.table_name, c);
+        counts := counts || jsonb_build_object(t.table_name, c || squaresync._row_count(p_merchant, t.table_name));
     END LOOP;
 
     -- Availability follows the catalog and the locations.
@@ -234,7 +245,8 @@ BEGIN
            (SELECT 1 FROM square.catalog_variations WHERE merchant_id = p_merchant)) THEN
         PERFORM squaresync._stage_availability(p_merchant);
         c := squaresync._apply_table(p_run, p_merchant, 'catalog_location_availability', true);
-        counts := counts || jsonb_build_object('catalog_location_availability', c);
+        counts := counts || jsonb_build_object('catalog_location_availability',
+                                               c || squaresync._row_count(p_merchant, 'catalog_location_availability'));
     END IF;
 
     -- What derives from the stream (inventory history, daily sales, the item library export), in

@@ -2,7 +2,8 @@
 // preloaded) and the short-lived maintenance worker it starts. The launcher holds no database
 // connection, so DROP DATABASE never waits for it; every squaresync.launcher_naptime it starts a
 // maintenance worker in squaresync.database, which marks runs left 'running' by a dead worker as
-// failed and exits. Later issues add the built-in schedule and audit pruning to that worker.
+// failed, prunes the audit trail (squaresync.audit_retention), starts the scheduled run when one
+// is due (squaresync.sync_interval, squaresync.foundation_at) and exits.
 extern "C" {
 #include "postgres.h"
 
@@ -156,12 +157,27 @@ void squaresync_maintenance_main(Datum arg) {
     try {
         using namespace squaresync::pg;
         bool installed = false;
+        std::string due;
         in_transaction([&] {
             pg_call([&] { installed = OidIsValid(get_extension_oid("squaresync", true)); });
             if (!installed) return;
-            // No worker holds the run lock: any run still marked running was left by a dead one.
-            if (advisory_try_lock(kRunLock, false)) fail_stale_runs(-1);
+            // No worker holds the run lock: any run still marked running was left by a dead one, and
+            // the schedule may start the next run. A run in progress is never overlapped.
+            if (!advisory_try_lock(kRunLock, false)) return;
+            fail_stale_runs(-1);
+            spi_exec("SELECT squaresync._prune_audit() WHERE to_regprocedure('squaresync._prune_audit()') IS NOT NULL");
+            due = spi_exec("SELECT squaresync._scheduled_run_due()").at(0, 0).value_or("");
         });
+        if (installed && !due.empty()) {
+            in_transaction([&] {
+                bool joined = false;
+                const auto id = start_run(due == "foundation" ? RunKind::Foundation : RunKind::Incremental, "schedule", &joined);
+                if (!joined) {
+                    const std::string line = "squaresync: the schedule started " + due + " run " + std::to_string(id);
+                    pg_call([&] { ereport(LOG, (errmsg("%s", line.c_str()))); });
+                }
+            });
+        }
     } catch (const std::exception& e) {
         strlcpy(message, e.what(), sizeof message);
     }

@@ -6,7 +6,12 @@ extern "C" {
 #include "utils/guc.h"
 }
 
+#include <cstdio>
+#include <cstring>
+
 #include "settings.hpp"
+
+#include "guard.hpp"
 
 namespace squaresync::pg {
 
@@ -24,7 +29,28 @@ int Settings::orders_overlap_s = 72 * 3600;
 int Settings::overlap_s = 3600;
 int Settings::transactions_lookback_s = 7 * 86400;
 int Settings::lock_timeout_ms = 60000;
+int Settings::sync_interval_s = 0;
+char* Settings::foundation_at = nullptr;
+int Settings::audit_retention_s = 90 * 86400;
+int Settings::validate_sample_size = 50;
 bool Settings::preloaded = false;
+
+namespace {
+
+// "HH:MM" (24-hour, UTC) or empty.
+bool check_foundation_at(char** newval, void**, GucSource) {
+    const char* v = *newval;
+    if (v == nullptr || v[0] == '\0') return true;
+    int h = -1, m = -1;
+    char extra;
+    if (sscanf(v, "%d:%d%c", &h, &m, &extra) != 2 || h < 0 || h > 23 || m < 0 || m > 59 || strlen(v) != 5) {
+        GUC_check_errdetail("squaresync.foundation_at must be a UTC time of day \"HH:MM\" (e.g. '03:30') or empty.");
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
 
 void define_settings() {
     DefineCustomStringVariable("squaresync.database", "Database in which the launcher schedules syncs and maintenance.",
@@ -71,6 +97,23 @@ void define_settings() {
                             "How long applying a stream waits for a lock on a data table before failing.", nullptr,
                             &Settings::lock_timeout_ms, 60000, 0, 3600000, PGC_SUSET, GUC_UNIT_MS, nullptr, nullptr,
                             nullptr);
+    DefineCustomIntVariable("squaresync.sync_interval",
+                            "Interval of the built-in incremental schedule (0 turns it off).",
+                            "The launcher starts an incremental run when the last one started this long ago; needs "
+                            "shared_preload_libraries and squaresync.database.",
+                            &Settings::sync_interval_s, 0, 0, 365 * 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+                            nullptr);
+    DefineCustomStringVariable("squaresync.foundation_at", "UTC time of day (HH:MM) of a daily foundation run.",
+                               "Empty turns it off. A foundation reconciles everything, deletes included.",
+                               &Settings::foundation_at, "", PGC_SIGHUP, 0, check_foundation_at, nullptr, nullptr);
+    DefineCustomIntVariable("squaresync.audit_retention", "How long the audit trail (squaresync.changes) is kept.",
+                            "Older entries are pruned by the launcher; a run whose entries are pruned can no longer be "
+                            "rolled back.",
+                            &Settings::audit_retention_s, 90 * 86400, 3600, 20 * 365 * 86400, PGC_SIGHUP, GUC_UNIT_S,
+                            nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("squaresync.validate_sample_size",
+                            "Rows per table that validate(deep => true) fetches from Square to compare.", nullptr,
+                            &Settings::validate_sample_size, 50, 1, 100000, PGC_USERSET, 0, nullptr, nullptr, nullptr);
 #if PG_VERSION_NUM >= 150000
     MarkGUCPrefixReserved("squaresync");
 #else
@@ -92,6 +135,13 @@ HttpConfig http_config(const std::string& base_url, const std::string& token) {
     c.retry.max_delay = std::chrono::milliseconds(Settings::retry_max_delay_ms);
     c.should_abort = [] { return InterruptPending && (ProcDiePending || QueryCancelPending); };
     c.user_agent = "squaresync/0.1.0 (PostgreSQL extension)";
+    // One line per request at DEBUG1 (method, target, status, bytes, time; never a header).
+    c.debug_log = [](const std::string& line) {
+        try {
+            pg_call([&] { elog(DEBUG1, "squaresync: %s", line.c_str()); });
+        } catch (...) {
+        }
+    };
     return c;
 }
 

@@ -23,6 +23,10 @@ struct Settings {
     static int overlap_s;             // squaresync.overlap
     static int transactions_lookback_s;  // squaresync.transactions_lookback
     static int lock_timeout_ms;       // squaresync.lock_timeout
+    static int sync_interval_s;       // squaresync.sync_interval: built-in incremental schedule (0 = off)
+    static char* foundation_at;       // squaresync.foundation_at: daily foundation time "HH:MM" ('' = off)
+    static int audit_retention_s;     // squaresync.audit_retention
+    static int validate_sample_size;  // squaresync.validate_sample_size
     static bool preloaded;            // loaded through shared_preload_libraries
 };
 
