@@ -4,6 +4,7 @@
 -- Status views.
 --------------------------------------------------------------------------------------------------
 
+-- One row per synced table, for the connected merchant.
 CREATE VIEW squaresync.sync_state AS
 SELECT t.table_name,
        t.stream,
@@ -21,7 +22,8 @@ SELECT t.table_name,
        s.last_error,
        s.merchant_id
 FROM squaresync.synced_tables t
-LEFT JOIN squaresync.stream_state s ON s.stream = t.stream
+LEFT JOIN squaresync.stream_state s
+       ON s.stream = t.stream AND s.merchant_id = (SELECT c.merchant_id FROM squaresync.connection c)
 LEFT JOIN squaresync.sync_runs lr ON lr.id = s.last_run_id
 ORDER BY t.apply_order;
 

@@ -5,11 +5,13 @@
 -- else an incremental when the last run started squaresync.sync_interval ago or more, that interval
 -- doubling after each consecutive failed run (at most 64x), so a rejected token or a Square outage
 -- is not hammered. Missed slots are not replayed: one run, then the schedule goes on from it.
-CREATE FUNCTION squaresync._scheduled_run_due()
+-- The arguments default to the settings (tests pass their own).
+CREATE FUNCTION squaresync._scheduled_run_due(p_interval interval DEFAULT NULL, p_foundation_at text DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql STABLE AS $fn$
 DECLARE
-    fa     text := coalesce(current_setting('squaresync.foundation_at', true), '');
-    iv     interval := coalesce(nullif(current_setting('squaresync.sync_interval', true), ''), '0')::interval;
+    fa     text := coalesce(p_foundation_at, current_setting('squaresync.foundation_at', true), '');
+    iv     interval := coalesce(p_interval,
+                                coalesce(nullif(current_setting('squaresync.sync_interval', true), ''), '0')::interval);
     slot   timestamptz;
     last   timestamptz;
     fails  integer;
@@ -81,7 +83,8 @@ counts AS (
               FROM squaresync.sync_runs lr
              WHERE lr.tables ? t.table_name AND lr.status IN ('succeeded', 'partial')
              ORDER BY lr.id DESC LIMIT 1) AS expected_rows,
-           (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM square.%I', t.table_name),
+           (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM square.%I WHERE merchant_id = %L',
+                                                       t.table_name, (SELECT c.merchant_id FROM squaresync.connection c)),
                                                 false, true, '')))[1]::text::bigint AS actual_rows
     FROM squaresync.synced_tables t
 ),
@@ -101,7 +104,8 @@ h AS (
            c.expected_rows, c.actual_rows
     FROM squaresync.synced_tables t
     CROSS JOIN cfg
-    LEFT JOIN squaresync.stream_state s ON s.stream = t.stream
+    LEFT JOIN squaresync.stream_state s
+           ON s.stream = t.stream AND s.merchant_id = (SELECT c.merchant_id FROM squaresync.connection c)
     LEFT JOIN per_stream ps ON ps.stream = t.stream
     LEFT JOIN counts c ON c.table_name = t.table_name
 )

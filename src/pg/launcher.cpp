@@ -165,7 +165,8 @@ void squaresync_maintenance_main(Datum arg) {
             // the schedule may start the next run. A run in progress is never overlapped.
             if (!advisory_try_lock(kRunLock, false)) return;
             fail_stale_runs(-1);
-            spi_exec("SELECT squaresync._prune_audit() WHERE to_regprocedure('squaresync._prune_audit()') IS NOT NULL");
+            if (spi_exec("SELECT to_regprocedure('squaresync._prune_audit()') IS NOT NULL").at(0, 0) == std::string("t"))
+                spi_exec("SELECT squaresync._prune_audit()");
             due = spi_exec("SELECT squaresync._scheduled_run_due()").at(0, 0).value_or("");
         });
         if (installed && !due.empty()) {
