@@ -33,12 +33,12 @@ fi
 
 if run_layer contract; then
   echo "== contract (fake Square vs Square's schemas)"
-  $PY -m pytest -q -p no:cacheprovider test/contract --junitxml="$OUT/contract.xml" 2>&1 | tail -15
+  $PY -m pytest -q -p no:cacheprovider --timeout=300 test/contract --junitxml="$OUT/contract.xml" 2>&1 | tail -15
 fi
 
 if run_layer e2e; then
   echo "== e2e (clusters + fake Square)"
-  $PY -m pytest -q -p no:cacheprovider test/e2e --junitxml="$OUT/e2e.xml" 2>&1 | tail -30
+  $PY -m pytest -q -p no:cacheprovider --timeout=300 test/e2e --junitxml="$OUT/e2e.xml" 2>&1 | tail -30
 fi
 
 $PY scripts/count_results.py "$OUT"

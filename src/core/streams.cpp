@@ -261,6 +261,8 @@ struct StreamFetch::Walk : PageWalk {
         owner.sink_.progress(owner.name_ + " page " + std::to_string(owner.pages_));
         try {
             owner.sink_.stage(owner.name_, batches);
+        } catch (const RunAbort&) {
+            throw;
         } catch (const std::exception& e) {
             owner.fail("could not stage " + label() + ": " + e.what(), "STAGING_FAILED");
             return std::nullopt;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,14 @@ struct StreamOptions {
     std::int64_t overlap_us = 0;            // re-read this much before the watermark
 };
 
-// Receives each fetched page, mapped to rows, to stage it. May throw: the stream then fails.
+// Thrown by a RowSink when the whole run must stop (the extension was dropped): it is not caught
+// by the walk, so it stops every transfer and leaves HttpClient::run().
+struct RunAbort : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Receives each fetched page, mapped to rows, to stage it. May throw: the stream then fails
+// (RunAbort: the run stops).
 class RowSink {
 public:
     virtual ~RowSink() = default;

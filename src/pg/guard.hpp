@@ -41,7 +41,7 @@ PgError take_pg_error(MemoryContext restore);
 template <typename F>
 void pg_call(F&& f) {
     MemoryContext ctx = CurrentMemoryContext;
-    bool failed = false;
+    volatile bool failed = false;
     PgError error;
     PG_TRY();
     {

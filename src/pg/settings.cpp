@@ -107,9 +107,9 @@ void define_settings() {
                                "Empty turns it off. A foundation reconciles everything, deletes included.",
                                &Settings::foundation_at, "", PGC_SIGHUP, 0, check_foundation_at, nullptr, nullptr);
     DefineCustomIntVariable("squaresync.audit_retention", "How long the audit trail (squaresync.changes) is kept.",
-                            "Older entries are pruned by the launcher; a run whose entries are pruned can no longer be "
+                            "0 keeps it forever. Older entries are pruned by the launcher; a run whose entries are pruned can no longer be "
                             "rolled back.",
-                            &Settings::audit_retention_s, 90 * 86400, 3600, 20 * 365 * 86400, PGC_SIGHUP, GUC_UNIT_S,
+                            &Settings::audit_retention_s, 90 * 86400, 0, 20 * 365 * 86400, PGC_SIGHUP, GUC_UNIT_S,
                             nullptr, nullptr, nullptr);
     DefineCustomIntVariable("squaresync.validate_sample_size",
                             "Rows per table that validate(deep => true) fetches from Square to compare.", nullptr,

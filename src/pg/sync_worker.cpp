@@ -5,6 +5,7 @@
 extern "C" {
 #include "postgres.h"
 
+#include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -45,9 +46,13 @@ public:
     explicit StagingSink(std::string merchant) : merchant_(std::move(merchant)) {}
     void stage(const std::string&, std::vector<RowBatch>& batches) override {
         const std::int64_t batch_no = ++batches_;
+        bool installed = true;
         in_transaction([&] {
-            for (const auto& b : batches) spi_stage_batch(b, merchant_, batch_no);
+            pg_call([&] { installed = OidIsValid(get_extension_oid("squaresync", true)); });
+            if (installed)
+                for (const auto& b : batches) spi_stage_batch(b, merchant_, batch_no);
         });
+        if (!installed) throw RunAbort("the squaresync extension was dropped while the run was in progress");
     }
     void progress(const std::string& label) override { report_activity("squaresync: " + label); }
 
@@ -70,6 +75,11 @@ public:
                 throw;
             }
             finish("failed", e.what());
+            return;
+        } catch (const RunAbort& e) {
+            // The control tables are gone with the extension: nothing left to record.
+            const std::string line = std::string("squaresync: run ") + str(id_) + " stopped: " + e.what();
+            pg_call([&] { ereport(LOG, (errmsg("%s", line.c_str()))); });
             return;
         } catch (const std::exception& e) {
             finish("failed", e.what());
@@ -195,8 +205,11 @@ private:
                 });
                 return;
             } catch (const PgError& e) {
-                f.fail("applying " + s + " failed: " + e.message + (e.detail.empty() ? "" : " (" + e.detail + ")"),
-                       std::string(unpack_sql_state(e.sqlerrcode)));
+                std::string why = e.message + (e.detail.empty() ? "" : " (" + e.detail + ")");
+                if (e.sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+                    why = "another session held a lock on a table of this stream for longer than squaresync.lock_timeout (" +
+                          str(Settings::lock_timeout_ms) + " ms); the stream was not applied and the next run retries it";
+                f.fail("applying " + s + " failed: " + why, std::string(unpack_sql_state(e.sqlerrcode)));
                 streams_[s] = {true, f.error()};
             }
         }

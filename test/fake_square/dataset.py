@@ -714,12 +714,12 @@ class Dataset:
         if not isinstance(spec, dict):
             return None, "body must be a JSON object"
         for kind, ops in spec.items():
-            if kind == "late_orders":
-                if not isinstance(ops, (int, float)) or ops < 0:
-                    return None, "late_orders must be a non-negative number"
+            if kind in ("late_orders", "purge_items"):
+                if not isinstance(ops, (int, float)) or isinstance(ops, bool) or ops < 0:
+                    return None, "%s must be a non-negative number" % kind
                 continue
             if kind not in KINDS:
-                return None, "unknown kind %r (known: %s, late_orders)" % (kind, ", ".join(KINDS))
+                return None, "unknown kind %r (known: %s, late_orders, purge_items)" % (kind, ", ".join(KINDS))
             if not isinstance(ops, dict):
                 return None, "%s must be an object {update, create, delete}" % kind
             for op, n in ops.items():
@@ -752,6 +752,12 @@ class Dataset:
                     upd = min(created + rng.randint(1000, 20 * 60 * 1000), now - 3600 * 1000)
                     oid = self._create_order(rng, created, upd, with_payment=False)
                     res["orders"]["created"].append(oid)
+            purge = spec.get("purge_items", 0)
+            if purge:
+                live = self.live_items()
+                n = int(round(purge)) if purge >= 1 else max(1, int(round(purge * len(live))))
+                for iid in rng.sample(live, min(n, max(0, len(live) - 1))):
+                    self._purge_item(iid, res)
             # dedupe, drop "updated" for objects created or deleted in the same call
             for k, r in res.items():
                 gone = set(r["created"]) | set(r["deleted"])
@@ -761,6 +767,26 @@ class Dataset:
             self.generation += 1
             self._query_cache.clear()
             return res, None
+
+    def _purge_item(self, iid, res):
+        """Removes an item, its variations and their vendor infos entirely, without tombstones, as if
+        Square had lost them (for testing deep validation). Inventory counts stay: they are never deleted."""
+        vids = [v for v in self.variations if self.catalog[v]["item_variation_data"]["item_id"] == iid]
+        for vid in vids:
+            for viid in [k for k, (var_id, _) in self.vinfo.items() if var_id == vid]:
+                del self.vinfo[viid]
+                self.vinfo_ms.pop(viid, None)
+                self._dirty_cat(viid)
+            del self.catalog[vid]
+            self.cat_ms.pop(vid, None)
+            self._dirty_cat(vid)
+            res["catalog_variations"].setdefault("purged", []).append(vid)
+        self.variations = [v for v in self.variations if v not in set(vids)]
+        del self.catalog[iid]
+        self.cat_ms.pop(iid, None)
+        self._dirty_cat(iid)
+        self.items.remove(iid)
+        res["catalog_items"].setdefault("purged", []).append(iid)
 
     def _howmany(self, kind, n):
         if n >= 1:

@@ -106,6 +106,9 @@ class Server(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY each keep-alive response would
+    # wait ~40 ms for the delayed ACK (Nagle), which is the fake's cost, not a client's.
+    disable_nagle_algorithm = True
     server_version = "FakeSquare/1.0"
     sys_version = ""
 

@@ -1,0 +1,275 @@
+"""test_audit.py: the audit trail end to end (issue 5): a run's rollback leaves every square table
+exactly as before it and makes the next sync fetch the window again; cascade rolls back later runs
+newest first; rollback refuses what it must with a clear message; diff reports what the fake
+changed; pruning marks runs no longer roll-back-able; validate is all ok after a clean sync and
+catches each kind of damage."""
+
+import psycopg
+import pytest
+
+from fakesquare import assert_matches_fake
+
+SELLERS_DAY = {
+    "catalog_items": {"update": 3, "create": 2, "delete": 2},
+    "catalog_variations": {"update": 4},
+    "catalog_categories": {"update": 1, "create": 1},
+    "inventory_counts": {"update": 6, "create": 2},
+    "vendors": {"update": 1, "create": 1},
+    "orders": {"update": 5, "create": 4},
+    "payments": {"update": 2},
+    "refunds": {"update": 1, "create": 1},
+    "late_orders": 2,
+}
+
+
+def checksums(con):
+    """One md5 per table of schema square (synced and derived), every column but synced_at."""
+    out = {}
+    tables = [r[0] for r in con.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'square' ORDER BY 1").fetchall()]
+    for t in tables:
+        cols = [r[0] for r in con.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
+            " AND attname <> 'synced_at' ORDER BY attnum", (f"square.{t}",)).fetchall()]
+        sel = ", ".join(f'"{c}"' for c in cols)
+        out[t] = con.execute(f"SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), ''))"
+                             f" FROM (SELECT {sel} FROM square.{t}) x").fetchone()
+    return out
+
+
+def run(con, run_id):
+    cur = con.execute("SELECT kind, status, reason, rollback_of, rolled_back_by FROM squaresync.sync_runs"
+                      " WHERE id = %s", (run_id,))
+    return dict(zip(("kind", "status", "reason", "rollback_of", "rolled_back_by"), cur.fetchone()))
+
+
+def watermarks(con):
+    return dict(con.execute("SELECT stream, watermark FROM squaresync.stream_state").fetchall())
+
+
+def error_of(con, sql, params=()):
+    with pytest.raises(psycopg.Error) as e:
+        con.execute(sql, params)
+    return e.value.diag.message_primary + " | " + (e.value.diag.message_hint or "")
+
+
+def test_rollback_restores_every_table_and_the_next_sync_fetches_again(db, fake):
+    db.execute("SELECT squaresync.foundation()")
+    before = checksums(db)
+    wm_before = watermarks(db)
+    fake.mutate(SELLERS_DAY)
+    inc = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    changed = checksums(db)
+    assert changed != before
+    assert watermarks(db) != wm_before
+
+    rb = db.execute("SELECT squaresync.rollback(%s, 'bad import')", (inc,)).fetchone()[0]
+    assert checksums(db) == before, {t: (before[t], v) for t, v in checksums(db).items() if before[t] != v}
+    assert watermarks(db) == wm_before
+    assert run(db, inc) == {"kind": "incremental", "status": "rolled_back", "reason": None,
+                            "rollback_of": None, "rolled_back_by": rb}
+    assert run(db, rb) == {"kind": "rollback", "status": "succeeded", "reason": "bad import",
+                           "rollback_of": inc, "rolled_back_by": None}
+    # The rollback is audited like a run: what it did is the mirror of what the run did.
+    fwd = dict(db.execute("SELECT op, count(*) FROM squaresync.changes WHERE run_id = %s"
+                          " AND (op <> 'delete' OR after IS NULL) GROUP BY op", (inc,)).fetchall())
+    back = dict(db.execute("SELECT op, count(*) FROM squaresync.changes WHERE run_id = %s GROUP BY op",
+                           (rb,)).fetchall())
+    assert back.get("delete", 0) == fwd.get("insert", 0)
+    assert back.get("insert", 0) == fwd.get("delete", 0)
+    assert all(r[2] == "ok" for r in db.execute("SELECT * FROM squaresync.validate()").fetchall())
+
+    # The watermarks went back: the next incremental fetches the window again.
+    again = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    assert_matches_fake(db, fake)
+    assert checksums(db)["orders"] == changed["orders"]
+    assert db.execute("SELECT rows_inserted FROM squaresync.sync_runs WHERE id = %s", (again,)).fetchone()[0] > 0
+
+
+def test_cascade_rolls_back_later_runs_newest_first(db, fake):
+    db.execute("SELECT squaresync.foundation()")
+    before = checksums(db)
+    # Every vendor changes in both runs: the second run changes rows the first one changed.
+    fake.mutate({"vendors": {"update": 100}, "orders": {"create": 2}})
+    a = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    fake.mutate({"vendors": {"update": 100}, "catalog_items": {"update": 1}})
+    b = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+
+    msg = error_of(db, "SELECT squaresync.rollback(%s, 'x')", (a,))
+    assert f"run {a} cannot be rolled back: later runs changed the same rows: {b}" in msg
+    assert "cascade => true" in msg
+
+    rb_a = db.execute("SELECT squaresync.rollback(%s, 'undo both', cascade => true)", (a,)).fetchone()[0]
+    rb_b = run(db, b)["rolled_back_by"]
+    assert rb_b is not None and rb_b < rb_a, "the later run must be rolled back first"
+    assert run(db, rb_b)["rollback_of"] == b and run(db, rb_a)["rollback_of"] == a
+    assert run(db, a)["status"] == "rolled_back" and run(db, b)["status"] == "rolled_back"
+    assert checksums(db) == before
+
+
+def test_rollback_refusals(db, fake, cluster):
+    msg = error_of(db, "SELECT squaresync.rollback(424242, 'x')")
+    assert "squaresync run 424242 does not exist" in msg and "squaresync.sync_runs" in msg
+
+    db.execute("SELECT squaresync.foundation()")
+    fake.mutate({"orders": {"create": 1}})
+    inc = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    assert "needs a reason" in error_of(db, "SELECT squaresync.rollback(%s, '')", (inc,))
+
+    # While a sync holds the run lock.
+    other = cluster.connect()
+    other.execute("SELECT pg_advisory_lock(1397838681, 1)")
+    other.execute("INSERT INTO squaresync.sync_runs (id, kind, status) VALUES (999999, 'incremental', 'running')")
+    try:
+        assert "a sync run is in progress" in error_of(db, "SELECT squaresync.rollback(%s, 'x')", (inc,))
+    finally:
+        other.execute("DELETE FROM squaresync.sync_runs WHERE id = 999999")
+        other.execute("SELECT pg_advisory_unlock(1397838681, 1)")
+        other.close()
+
+    rb = db.execute("SELECT squaresync.rollback(%s, 'x')", (inc,)).fetchone()[0]
+    msg = error_of(db, "SELECT squaresync.rollback(%s, 'x')", (rb,))
+    assert f"run {rb} is a rollback (of run {inc}) and cannot be rolled back" in msg
+    assert "squaresync.incremental()" in msg
+    assert f"run {inc} was already rolled back by run {rb}" in error_of(db, "SELECT squaresync.rollback(%s, 'x')", (inc,))
+    # Nothing of the refused calls stayed.
+    assert db.execute("SELECT count(*) FROM squaresync.sync_runs WHERE kind = 'rollback'").fetchone()[0] == 1
+
+
+def test_rollback_of_a_foundation_empties_what_it_loaded(db, fake):
+    f = db.execute("SELECT squaresync.foundation()").fetchone()[0]
+    db.execute("SELECT squaresync.rollback(%s, 'start over')", (f,))
+    for t, (n, _) in checksums(db).items():
+        assert n == 0, t
+    assert all(w is None for w in watermarks(db).values())
+    assert all(r[2] == "ok" for r in db.execute("SELECT * FROM squaresync.validate()").fetchall())
+    db.execute("SELECT squaresync.foundation()")
+    assert_matches_fake(db, fake)
+
+
+def test_diff_matches_what_mutate_changed(db, fake):
+    db.execute("SELECT squaresync.foundation()")
+    changed = fake.mutate(SELLERS_DAY)
+    inc = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    rows = db.execute("SELECT table_name, pk, op, column_name, before, after FROM squaresync.diff(%s)",
+                      (inc,)).fetchall()
+    got = {}
+    for table, pk, op, col, b, a in rows:
+        key = ":".join(pk[k] for k in ("catalog_object_id", "location_id", "state")) \
+            if table == "catalog_inventory" else pk.get("id")
+        got.setdefault((table, op), set()).add(key)
+        if op == "update":
+            assert b != a, (table, pk, col)
+        if op == "insert":
+            assert b is None and col != "raw"
+    table_of = {"catalog_items": "catalog_items", "catalog_variations": "catalog_variations",
+                "catalog_categories": "catalog_categories", "inventory_counts": "catalog_inventory",
+                "vendors": "vendors", "orders": "orders", "payments": "payments", "refunds": "payment_refunds"}
+    for kind, table in table_of.items():
+        want = changed[kind]
+        created, deleted = set(want["created"]), set(want["deleted"])
+        assert got.get((table, "insert"), set()) == created, kind
+        assert got.get((table, "delete"), set()) == deleted, kind
+        assert got.get((table, "update"), set()) == set(want["updated"]) - created - deleted, kind
+    # An update shows exactly the changed columns, e.g. an item's new name.
+    item = next(iter(set(changed["catalog_items"]["updated"]) - set(changed["catalog_items"]["created"])))
+    cols = {r[3] for r in rows if r[0] == "catalog_items" and r[1] == {"id": item}}
+    assert {"version", "updated_at", "raw"} <= cols and "merchant_id" not in cols and "synced_at" not in cols
+    assert "does not exist" in error_of(db, "SELECT * FROM squaresync.diff(424242)")
+
+
+def test_pruned_runs_are_no_longer_roll_back_able(db, fake):
+    f = db.execute("SELECT squaresync.foundation()").fetchone()[0]
+    fake.mutate({"orders": {"create": 1}})
+    inc = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    # The foundation finished 100 days ago: older than the default retention (90 days).
+    db.execute("UPDATE squaresync.sync_runs SET started_at = now() - interval '100 days',"
+               " finished_at = now() - interval '100 days' + interval '1 minute' WHERE id = %s", (f,))
+    n_f = db.execute("SELECT count(*) FROM squaresync.changes WHERE run_id = %s", (f,)).fetchone()[0]
+    n_inc = db.execute("SELECT count(*) FROM squaresync.changes WHERE run_id = %s", (inc,)).fetchone()[0]
+    assert db.execute("SELECT squaresync._prune_audit()").fetchone()[0] == n_f
+    assert db.execute("SELECT count(*) FROM squaresync.changes WHERE run_id = %s", (inc,)).fetchone()[0] == n_inc
+    assert db.execute("SELECT audit_pruned_at IS NOT NULL FROM squaresync.sync_runs WHERE id = %s",
+                      (f,)).fetchone()[0]
+    assert db.execute("SELECT squaresync._prune_audit()").fetchone()[0] == 0
+    msg = error_of(db, "SELECT squaresync.rollback(%s, 'x')", (f,))
+    assert f"run {f} can no longer be rolled back: its audit trail was pruned" in msg
+    assert "was pruned" in error_of(db, "SELECT * FROM squaresync.diff(%s)", (f,))
+    # The newer run still can.
+    db.execute("SELECT squaresync.rollback(%s, 'x')", (inc,))
+    # Validation's expectations do not depend on the audit trail.
+    assert all(r[2] == "ok" for r in db.execute("SELECT * FROM squaresync.validate()").fetchall())
+
+
+def problems(con, deep=False):
+    return {(r[0], r[1]): r[3] for r in con.execute("SELECT * FROM squaresync.validate(%s)", (deep,)).fetchall()
+            if r[2] != "ok"}
+
+
+def test_validate_is_ok_after_a_clean_sync(db, fake):
+    db.execute("SELECT squaresync.foundation()")
+    fake.mutate(SELLERS_DAY)
+    db.execute("SELECT squaresync.incremental()")
+    rows = db.execute("SELECT * FROM squaresync.validate(true)").fetchall()
+    assert {r[2] for r in rows} == {"ok"}, [r for r in rows if r[2] != "ok"]
+    names = {r[0] for r in rows}
+    assert {"references orders", "row count", "order totals", "one currency per order", "columns match raw",
+            "deep: matches Square", "deep: deletes missed"} <= names
+
+
+def test_validate_catches_an_order_deleted_without_its_line_items(db, fake):
+    db.execute("SELECT squaresync.foundation()")
+    oid = db.execute("SELECT order_id FROM square.order_line_items LIMIT 1").fetchone()[0]
+    db.execute("ALTER TABLE square.orders DISABLE TRIGGER ALL")
+    db.execute("DELETE FROM square.orders WHERE id = %s", (oid,))
+    db.execute("ALTER TABLE square.orders ENABLE TRIGGER ALL")
+    p = problems(db)
+    assert oid in p[("references orders", "order_line_items")]
+    assert ("row count", "orders") in p
+    assert set(p) <= {("references orders", t) for t in
+                      ("order_line_items", "order_fulfillments", "order_returns", "order_refunds", "tenders")} \
+        | {("row count", "orders")}, p
+
+
+def test_validate_catches_prices_changed_behind_the_syncs_back(db, fake):
+    db.execute("SELECT squaresync.foundation()")
+    vid = db.execute("SELECT id FROM square.catalog_variations WHERE NOT is_deleted ORDER BY id LIMIT 1").fetchone()[0]
+    # The column alone: it no longer matches the stored object.
+    db.execute("UPDATE square.catalog_variations SET price_amount = price_amount + 1 WHERE id = %s", (vid,))
+    p = problems(db)
+    assert set(p) == {("columns match raw", "catalog_variations")} and vid in p[("columns match raw", "catalog_variations")]
+    # Column and object: only Square can tell (the sample covers the small test catalog).
+    db.execute("UPDATE square.catalog_variations SET raw = jsonb_set(raw, '{item_variation_data,price_money,amount}',"
+               " to_jsonb(price_amount)) WHERE id = %s", (vid,))
+    assert problems(db) == {}
+    p = problems(db, deep=True)
+    assert set(p) == {("deep: matches Square", "catalog_variations")}, p
+    assert vid in p[("deep: matches Square", "catalog_variations")] and "price_amount" in p[("deep: matches Square", "catalog_variations")]
+
+
+def test_validate_catches_money_and_currency_damage(db, fake):
+    db.execute("SELECT squaresync.foundation()")
+    oid = db.execute("SELECT order_id FROM square.order_line_items ORDER BY order_id LIMIT 1").fetchone()[0]
+    tid = db.execute("SELECT order_id FROM square.tenders ORDER BY order_id LIMIT 1").fetchone()[0]
+    db.execute("UPDATE square.orders SET total_money_amount = total_money_amount + 5,"
+               " raw = jsonb_set(raw, '{total_money,amount}', to_jsonb(total_money_amount + 5)) WHERE id = %s", (oid,))
+    db.execute("UPDATE square.tenders SET currency = 'EUR' WHERE order_id = %s", (tid,))
+    db.execute("UPDATE square.order_line_items SET quantity = 0 WHERE order_id = %s"
+               " AND uid = (SELECT min(uid) FROM square.order_line_items WHERE order_id = %s)", (tid, tid))
+    p = problems(db)
+    assert oid in p[("order totals", "orders")]
+    assert tid in p[("one currency per order", "orders")]
+    assert tid in p[("quantities", "order_line_items")]
+
+
+def test_deep_validate_catches_deletes_the_sync_missed(db, fake):
+    db.execute("SELECT squaresync.foundation()")
+    purged = fake.mutate({"purge_items": 2})
+    items, variations = purged["catalog_items"]["purged"], purged["catalog_variations"]["purged"]
+    assert len(items) == 2 and variations
+    db.execute("SELECT squaresync.incremental()")   # sees nothing: Square sent no tombstone
+    p = problems(db, deep=True)
+    for table, ids in (("catalog_items", items), ("catalog_variations", variations)):
+        assert str(len(ids)) + " live rows Square's catalog no longer has" in p[("deep: deletes missed", table)]
+        assert all(i in p[("deep: deletes missed", table)] for i in ids[:5])
+    assert ("deep: inserts missed", "catalog_items") not in p

@@ -1,0 +1,361 @@
+"""test_faults.py: reliability under faults (issue 8). For each fault the run retries or fails with a
+clear recorded error, committed data stays consistent, and the same run (after retries) or the next
+one converges to exactly the fake's truth, with no row lost and none duplicated."""
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from fakesquare import assert_matches_fake
+from test_ops import wait_for
+
+
+def last_run(con):
+    return con.execute("SELECT id, status, error, retries, rate_limited FROM squaresync.sync_runs"
+                       " ORDER BY id DESC LIMIT 1").fetchone()
+
+
+def stream_errors(con, run_id):
+    return {r[0]: (r[1], r[2], r[3]) for r in con.execute(
+        "SELECT stream, status, error, error_code FROM squaresync.sync_run_streams WHERE run_id = %s", (run_id,))}
+
+
+def day_of_changes(fake):
+    return fake.mutate({"orders": {"update": 4, "create": 2}, "catalog_items": {"update": 2},
+                        "inventory_counts": {"update": 5}, "payments": {"update": 1}})
+
+
+@pytest.fixture
+def synced(db, fake):
+    """A database after a foundation, and a seller's day of changes in the fake."""
+    db.execute("SELECT squaresync.foundation()")
+    day_of_changes(fake)
+    yield db
+    fake.clear_faults()
+
+
+# Faults a run survives by retrying: the same run succeeds and converges.
+@pytest.mark.parametrize("fault", [
+    dict(fault="429", count=6),
+    dict(fault="429", count=6, retry_after=1),
+    dict(fault="500", count=3),
+    dict(fault="502", count=3),
+    dict(fault="503", count=3),
+    dict(fault="reset", count=3),
+    dict(fault="truncate", count=3),
+    dict(fault="malformed", count=3),
+    dict(fault="wrong_shape", count=2),
+    dict(fault="hang", count=1, delay_ms=4000),
+], ids=lambda f: f["fault"] + ("+retry_after" if "retry_after" in f else ""))
+def test_transient_fault_is_retried_and_the_run_converges(synced, fake, fault):
+    db = synced
+    if fault["fault"] == "hang":
+        db.execute("ALTER SYSTEM SET squaresync.request_timeout = '1s'")
+        db.execute("SELECT pg_reload_conf()")
+    try:
+        fake.fault(**fault)
+        run = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    finally:
+        db.execute("ALTER SYSTEM RESET squaresync.request_timeout")
+        db.execute("SELECT pg_reload_conf()")
+    _, status, error, retries, rate_limited = last_run(db)
+    assert status == "succeeded", (status, error, stream_errors(db, run))
+    fired = fake.stats().get("faults_fired", {})
+    assert fired, "the fault never fired: the test proves nothing"
+    assert retries >= 1
+    if fault["fault"] == "429":
+        assert rate_limited >= fault["count"]
+    assert_matches_fake(db, fake)
+
+
+@pytest.fixture
+def paged(cluster):
+    """A dataset where the deprecated Transactions API (50 a page) needs several pages per location."""
+    from fakesquare import FakeSquare
+    fake = FakeSquare(scale=0.3).start()
+    con = cluster.connect()
+    con.execute("DROP EXTENSION IF EXISTS squaresync CASCADE")
+    con.execute("CREATE EXTENSION squaresync")
+    con.execute("SELECT squaresync.connect(%s, base_url => %s)", (fake.token, fake.url))
+    yield con, fake
+    con.close()
+    fake.stop()
+
+
+def test_expired_cursor_restarts_the_walk_from_the_watermark(paged):
+    db, fake = paged
+    fake.fault(fault="invalid_cursor", path="/v2/locations/", count=2)
+    run = db.execute("SELECT squaresync.foundation()").fetchone()[0]
+    assert fake.stats().get("faults_fired"), "the fault never fired: the test proves nothing"
+    assert last_run(db)[1] == "succeeded", stream_errors(db, run)
+    assert_matches_fake(db, fake)
+
+
+def test_repeating_cursor_is_detected_not_looped(paged):
+    db, fake = paged
+    fake.fault(fault="repeat_cursor", path="/v2/locations/", count=1000)
+    with pytest.raises(Exception, match="partly failed"):
+        db.execute("SELECT squaresync.foundation()")
+    run, status, *_ = last_run(db)
+    errors = stream_errors(db, run)
+    assert errors["transactions"][0] == "failed" and "same page cursor" in errors["transactions"][1], errors
+    assert errors["orders"][0] == "succeeded"
+    fake.clear_faults()
+    db.execute("SELECT squaresync.incremental()")
+    assert_matches_fake(db, fake)
+
+
+def test_rate_limit_storm_beyond_the_budget_fails_clearly_and_keeps_progress(synced, fake):
+    db = synced
+    db.execute("ALTER SYSTEM SET squaresync.retry_budget = 5")
+    db.execute("ALTER SYSTEM SET squaresync.retry_max_delay = '100ms'")
+    db.execute("SELECT pg_reload_conf()")
+    try:
+        fake.fault(fault="429", path="/v2/refunds", count=1000)
+        with pytest.raises(Exception, match="partly failed"):
+            db.execute("SELECT squaresync.incremental()")
+    finally:
+        for k in ("retry_budget", "retry_max_delay"):
+            db.execute(f"ALTER SYSTEM RESET squaresync.{k}")
+        db.execute("SELECT pg_reload_conf()")
+        fake.clear_faults()
+    run, status, error, retries, rate_limited = last_run(db)
+    errors = stream_errors(db, run)
+    assert status == "partial" and errors["refunds"][0] == "failed", errors
+    assert "429" in errors["refunds"][1] and rate_limited > 0, errors["refunds"]
+    # Progress kept: the streams that finished were applied (orders changed in the fake).
+    assert errors["orders"][0] == "succeeded"
+    db.execute("SELECT squaresync.incremental()")
+    assert_matches_fake(db, fake)
+
+
+def test_401_fails_the_run_at_once_without_a_retry_storm(synced, fake):
+    db = synced
+    before = fake.stats()["requests_total"] if "requests_total" in fake.stats() else None
+    fake.fault(fault="401", count=1000)
+    with pytest.raises(Exception, match="access token rejected"):
+        db.execute("SELECT squaresync.incremental()")
+    run, status, error, retries, _ = last_run(db)
+    assert status == "failed" and "access token rejected" in error and retries == 0
+    reqs = db.execute("SELECT api_requests FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0]
+    assert reqs <= 1, f"{reqs} requests were sent with a rejected token"
+    fake.clear_faults()
+    db.execute("SELECT squaresync.incremental()")
+    assert_matches_fake(db, fake)
+
+
+def test_410_fails_that_stream_only(synced, fake):
+    db = synced
+    fake.fault(fault="410", path="/v2/locations/", count=1000)  # the deprecated Transactions API
+    with pytest.raises(Exception, match="partly failed"):
+        db.execute("SELECT squaresync.incremental()")
+    run, status, *_ = last_run(db)
+    errors = stream_errors(db, run)
+    assert status == "partial"
+    assert errors["transactions"][0] == "failed" and errors["transactions"][2] == "GONE", errors
+    assert all(v[0] == "succeeded" for k, v in errors.items() if k != "transactions"), errors
+    assert "endpoint retired (410)" in db.execute(
+        "SELECT alerts FROM squaresync.health WHERE table_name = 'transactions'").fetchone()[0]
+    fake.clear_faults()
+    db.execute("SELECT squaresync.incremental()")
+    assert_matches_fake(db, fake)
+
+
+def test_redirect_is_not_followed_and_oversize_is_capped(synced, fake):
+    db = synced
+    fake.fault(fault="redirect", path="/v2/vendors/search", count=1000)
+    fake.fault(fault="oversize", path="/v2/refunds", count=1000)
+    db.execute("ALTER SYSTEM SET squaresync.max_response_size = '8MB'")
+    db.execute("SELECT pg_reload_conf()")
+    try:
+        with pytest.raises(Exception, match="partly failed"):
+            db.execute("SELECT squaresync.incremental()")
+    finally:
+        db.execute("ALTER SYSTEM RESET squaresync.max_response_size")
+        db.execute("SELECT pg_reload_conf()")
+        fake.clear_faults()
+    run, status, *_ = last_run(db)
+    errors = stream_errors(db, run)
+    assert errors["vendors"][0] == "failed" and "redirect" in errors["vendors"][1].lower(), errors["vendors"]
+    assert errors["refunds"][0] == "failed" and "too large" in errors["refunds"][1].lower() or \
+        "larger than" in errors["refunds"][1].lower(), errors["refunds"]
+    db.execute("SELECT squaresync.incremental()")
+    assert_matches_fake(db, fake)
+
+
+def worker_pid(con, timeout=30):
+    return wait_for(lambda: (con.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'squaresync sync'")
+                             .fetchone() or [None])[0], timeout, "the sync worker")
+
+
+def wait_server(cluster):
+    def ok():
+        try:
+            c = cluster.connect()
+            c.execute("SELECT 1")
+            c.close()
+            return True
+        except Exception:
+            return False
+    wait_for(ok, 60, "the server to accept connections again")
+
+
+@pytest.mark.parametrize("phase", ["fetching", "applying"])
+def test_sigkill_of_the_worker_then_the_next_run_converges(db, fake, cluster, phase):
+    holder = None
+    if phase == "fetching":
+        fake.fault(latency_ms=200)
+    else:
+        # The worker reaches the orders apply and waits there for this lock, inside its transaction.
+        holder = cluster.connect(autocommit=False)
+        holder.execute("LOCK TABLE square.order_line_items IN ACCESS EXCLUSIVE MODE")
+    db.execute("SELECT squaresync.foundation(wait => false)")
+    pid = worker_pid(db)
+    if phase == "applying":
+        wait_for(lambda: db.execute("SELECT wait_event_type = 'Lock' AND query LIKE 'squaresync: applying orders%%'"
+                                    " FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0], 60,
+                 "the worker to wait inside the orders apply")
+    else:
+        time.sleep(1.0)
+    os.kill(pid, signal.SIGKILL)
+    if holder is not None:
+        try:
+            holder.close()
+        except Exception:
+            pass
+    fake.clear_faults()
+    wait_server(cluster)
+    con = cluster.connect()
+    # The killed run is marked failed (by the maintenance worker or the next run), never left running.
+    con.execute("SELECT squaresync.foundation()")
+    statuses = [r[0] for r in con.execute("SELECT status FROM squaresync.sync_runs ORDER BY id").fetchall()]
+    assert statuses[0] == "failed" and statuses[-1] == "succeeded", statuses
+    assert "stopped before the run finished" in con.execute(
+        "SELECT error FROM squaresync.sync_runs ORDER BY id LIMIT 1").fetchone()[0]
+    assert_matches_fake(con, fake)
+    con.close()
+
+
+def test_immediate_shutdown_mid_run_then_restart_converges(db, fake, cluster):
+    fake.fault(latency_ms=200)
+    db.execute("SELECT squaresync.foundation(wait => false)")
+    worker_pid(db)
+    time.sleep(1.0)
+    cluster.stop("immediate")
+    fake.clear_faults()
+    cluster.start()
+    con = cluster.connect()
+    con.execute("SELECT squaresync.incremental()")
+    statuses = [r[0] for r in con.execute("SELECT status FROM squaresync.sync_runs ORDER BY id").fetchall()]
+    assert statuses == ["failed", "succeeded"], statuses
+    assert_matches_fake(con, fake)
+    con.close()
+
+
+def test_drop_extension_during_a_run_completes_and_the_worker_leaves(db, fake, cluster):
+    log_start = len(cluster.log_text())
+    fake.fault(latency_ms=150)
+    db.execute("SELECT squaresync.foundation(wait => false)")
+    pid = worker_pid(db)
+    time.sleep(0.5)
+    t = time.time()
+    other = cluster.connect()
+    other.execute("SET lock_timeout = '30s'")
+    other.execute("DROP EXTENSION squaresync CASCADE")
+    assert time.time() - t < 30
+    wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(), 30,
+             "the worker to leave")
+    fake.clear_faults()
+    assert "terminated by signal" not in cluster.log_text()[log_start:]
+    other.close()
+
+
+def test_drop_database_during_a_run_completes_and_the_worker_leaves(cluster, fake):
+    log_start = len(cluster.log_text())
+    admin = cluster.connect()
+    admin.execute("DROP DATABASE IF EXISTS shopdrop")
+    admin.execute("CREATE DATABASE shopdrop")
+    con = cluster.connect("shopdrop")
+    con.execute("CREATE EXTENSION squaresync")
+    con.execute("SELECT squaresync.connect(%s, base_url => %s)", (fake.token, fake.url))
+    fake.fault(latency_ms=150)
+    con.execute("SELECT squaresync.foundation(wait => false)")
+    pid = worker_pid(con)
+    con.close()
+    t = time.time()
+    admin.execute("DROP DATABASE shopdrop WITH (FORCE)")
+    assert time.time() - t < 20
+    wait_for(lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(), 20,
+             "the worker to leave")
+    fake.clear_faults()
+    assert "terminated by signal" not in cluster.log_text()[log_start:]
+    admin.close()
+
+
+def test_a_lock_held_on_a_data_table_fails_the_stream_clearly(synced, fake, cluster):
+    db = synced
+    db.execute("ALTER SYSTEM SET squaresync.lock_timeout = '1s'")
+    db.execute("SELECT pg_reload_conf()")
+    holder = cluster.connect(autocommit=False)
+    holder.execute("LOCK TABLE square.orders IN ACCESS EXCLUSIVE MODE")
+    try:
+        with pytest.raises(Exception, match="partly failed"):
+            db.execute("SELECT squaresync.incremental()")
+    finally:
+        holder.rollback()
+        holder.close()
+        db.execute("ALTER SYSTEM RESET squaresync.lock_timeout")
+        db.execute("SELECT pg_reload_conf()")
+    run, *_ = last_run(db)
+    errors = stream_errors(db, run)
+    assert errors["orders"][0] == "failed" and "lock_timeout" in errors["orders"][1], errors["orders"]
+    db.execute("SELECT squaresync.incremental()")
+    assert_matches_fake(db, fake)
+
+
+def test_no_free_worker_slot_is_a_clear_error(cluster, fake):
+    from pgcluster import Cluster
+    # The launcher takes one of the two slots (no maintenance worker: its database does not exist).
+    c = Cluster("slots", settings={"max_worker_processes": 2, "squaresync.database": "'none'"}).init().start()
+    try:
+        con = c.connect()
+        con.execute("CREATE EXTENSION squaresync")
+        con.execute("SELECT squaresync.connect(%s, base_url => %s)", (fake.token, fake.url))
+        # Fill the remaining slot with a run that takes a while, then ask for another database's run.
+        fake.fault(latency_ms=300)
+        con.execute("CREATE DATABASE other")
+        o = c.connect("other")
+        o.execute("CREATE EXTENSION squaresync")
+        o.execute("SELECT squaresync.connect(%s, base_url => %s)", (fake.token, fake.url))
+        con.execute("SELECT squaresync.foundation(wait => false)")
+        with pytest.raises(Exception, match="max_worker_processes"):
+            o.execute("SELECT squaresync.incremental()")
+        fake.clear_faults()
+        o.close()
+        con.close()
+        assert "terminated by signal" not in c.log_text()
+    finally:
+        c.destroy()
+
+
+def test_concurrent_incremental_calls_from_several_sessions_make_one_run(synced, fake, cluster):
+    fake.fault(latency_ms=50)
+    ids, errors = [], []
+
+    def call():
+        try:
+            c = cluster.connect()
+            ids.append(c.execute("SELECT squaresync.incremental()").fetchone()[0])
+            c.close()
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(ids)) == 1, (ids, errors)
+    assert synced.execute("SELECT count(*) FROM squaresync.sync_runs WHERE kind = 'incremental'").fetchone()[0] == 1
