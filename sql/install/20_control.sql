@@ -72,7 +72,9 @@ CREATE TABLE squaresync.sync_runs (
     rollback_of    bigint REFERENCES squaresync.sync_runs (id),
     rolled_back_by bigint REFERENCES squaresync.sync_runs (id),
     worker_pid     integer,
-    triggered_by   text
+    triggered_by   text,
+    -- When _prune_audit() deleted the run's audit entries: the run can no longer be rolled back.
+    audit_pruned_at timestamptz
 );
 ALTER SEQUENCE squaresync.sync_runs_id_seq OWNED BY squaresync.sync_runs.id;
 CREATE INDEX ON squaresync.sync_runs (started_at);

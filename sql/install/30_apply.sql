@@ -206,14 +206,28 @@ RETURNS void LANGUAGE sql AS $$
     WHERE v.merchant_id = p_merchant AND NOT v.is_deleted AND NOT i.is_deleted;
 $$;
 
--- {"rows": n}: the merchant's rows in a table once a run has applied it (what validate and the health
--- view expect to find until the next run).
-CREATE FUNCTION squaresync._row_count(p_merchant text, p_table text)
-RETURNS jsonb LANGUAGE plpgsql STABLE AS $fn$
-DECLARE n bigint;
+-- Keeps the planner's statistics in step with bulk changes inside the apply transaction (autovacuum
+-- would see them only later, and a first incremental after a foundation would plan on empty-table
+-- statistics): a staging table with many rows before it is read, a synced table after a change of
+-- more than a tenth of its rows.
+CREATE FUNCTION squaresync._analyze_if_large(p_schema text, p_table text, p_counts jsonb)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    changed bigint;
+    est     double precision;
 BEGIN
-    EXECUTE format('SELECT count(*) FROM square.%I WHERE merchant_id = $1', p_table) INTO n USING p_merchant;
-    RETURN jsonb_build_object('rows', n);
+    SELECT reltuples INTO est FROM pg_class WHERE oid = format('%I.%I', p_schema, p_table)::regclass;
+    IF p_counts IS NULL THEN
+        EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %I.%I LIMIT 10001) x', p_schema, p_table) INTO changed;
+        IF changed > 10000 AND (est < 0 OR est < changed / 2) THEN
+            EXECUTE format('ANALYZE %I.%I', p_schema, p_table);
+        END IF;
+        RETURN;
+    END IF;
+    changed := (p_counts ->> 'inserted')::bigint + (p_counts ->> 'updated')::bigint + (p_counts ->> 'deleted')::bigint;
+    IF changed > 1000 AND (est <= 0 OR changed > est / 10) THEN
+        EXECUTE format('ANALYZE %I.%I', p_schema, p_table);
+    END IF;
 END
 $fn$;
 
@@ -236,8 +250,10 @@ BEGIN
             CONTINUE;
         END IF;
         -- Locations and vendors have no change filter: every read is a full read.
+        PERFORM squaresync._analyze_if_large('squaresync', 'stage_' || t.table_name, NULL);
         c := squaresync._apply_table(p_run, p_merchant, t.table_name, p_full OR p_stream IN ('locations', 'vendors'));
-        counts := counts || jsonb_build_object(t.table_name, c || squaresync._row_count(p_merchant, t.table_name));
+        PERFORM squaresync._analyze_if_large('square', t.table_name, c);
+        counts := counts || jsonb_build_object(t.table_name, c);
     END LOOP;
 
     -- Availability follows the catalog and the locations.
@@ -245,8 +261,8 @@ BEGIN
            (SELECT 1 FROM square.catalog_variations WHERE merchant_id = p_merchant)) THEN
         PERFORM squaresync._stage_availability(p_merchant);
         c := squaresync._apply_table(p_run, p_merchant, 'catalog_location_availability', true);
-        counts := counts || jsonb_build_object('catalog_location_availability',
-                                               c || squaresync._row_count(p_merchant, 'catalog_location_availability'));
+        PERFORM squaresync._analyze_if_large('square', 'catalog_location_availability', c);
+        counts := counts || jsonb_build_object('catalog_location_availability', c);
     END IF;
 
     -- What derives from the stream (inventory history, daily sales, the item library export), in

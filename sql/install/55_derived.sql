@@ -362,8 +362,8 @@ RETURNS text[] LANGUAGE sql STABLE AS $$
 $$;
 
 -- Called by _apply_stream after a stream's tables are applied, before its watermark advances, in
--- the same transaction: the expected row counts (validate), the inventory history, the daily sales
--- and the item library export. A rollback calls it too for the run that records the rollback
+-- the same transaction: the expected row counts (validate), the inventory history and the daily
+-- sales (the item library export follows once per run: _after_run). A rollback calls it too for the run that records the rollback
 -- (the history of the undone run is deleted by the rollback, not appended to).
 CREATE FUNCTION squaresync._after_apply(p_run bigint, p_merchant text, p_stream text)
 RETURNS void LANGUAGE plpgsql AS $fn$
@@ -378,8 +378,16 @@ BEGIN
     IF p_stream IN ('orders', 'locations') THEN
         PERFORM squaresync._refresh_sales(p_run, p_merchant);
     END IF;
-    IF p_stream IN ('locations', 'catalog', 'inventory', 'vendors')
-       AND squaresync._run_changed(p_run, squaresync._stream_tables(p_stream)) THEN
+END
+$fn$;
+
+-- Called by the sync worker once its streams are applied, in its own transaction: the item library
+-- export is rebuilt once per run, when the run changed locations, catalog, inventory or vendors.
+CREATE FUNCTION squaresync._after_run(p_run bigint, p_merchant text)
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF squaresync._run_changed(p_run, array(SELECT table_name FROM squaresync.synced_tables
+                                            WHERE stream IN ('locations', 'catalog', 'inventory', 'vendors'))) THEN
         PERFORM squaresync._rebuild_item_library_export(p_merchant);
     END IF;
 END

@@ -5,11 +5,7 @@
 -- Additions to the control tables of 20_control.sql.
 --------------------------------------------------------------------------------------------------
 
--- When _prune_audit() deleted the run's audit entries: the run can no longer be rolled back.
-ALTER TABLE squaresync.sync_runs ADD COLUMN audit_pruned_at timestamptz;
 
--- Finding the later runs that changed the same rows (rollback).
-CREATE INDEX changes_table_pk_idx ON squaresync.changes (table_name, pk, run_id);
 
 -- What validate() expects each synced table to hold: set to the table's row count by a successful
 -- foundation apply of its stream, then moved by every audited insert and hard delete since (sync

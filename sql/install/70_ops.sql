@@ -45,7 +45,7 @@ $fn$;
 --   stale: no successful sync for more than twice the expected interval (and at least a minute).
 --   alerts: 'stale', 'failing repeatedly' (the stream's last 3 runs failed), 'duration trending up'
 --   (last run over twice the median of the last 20, with at least 5 runs), 'rows diverge from the
---   last sync' (the table's row count differs from what the last run that applied it left),
+--   last sync' (the table's row count differs from what the syncs left: squaresync.table_row_counts),
 --   'endpoint retired (410)' (Square answered 410 GONE), 'rate limited' (429s in the last 24 hours).
 CREATE VIEW squaresync.health AS
 WITH cfg AS (
@@ -79,10 +79,9 @@ per_stream AS (
 ),
 counts AS (
     SELECT t.table_name,
-           (SELECT (lr.tables -> t.table_name ->> 'rows')::bigint
-              FROM squaresync.sync_runs lr
-             WHERE lr.tables ? t.table_name AND lr.status IN ('succeeded', 'partial')
-             ORDER BY lr.id DESC LIMIT 1) AS expected_rows,
+           (SELECT r.expected_rows FROM squaresync.table_row_counts r
+             WHERE r.table_name = t.table_name
+               AND r.merchant_id = (SELECT c.merchant_id FROM squaresync.connection c)) AS expected_rows,
            (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM square.%I WHERE merchant_id = %L',
                                                        t.table_name, (SELECT c.merchant_id FROM squaresync.connection c)),
                                                 false, true, '')))[1]::text::bigint AS actual_rows

@@ -3,7 +3,15 @@
 extern "C" {
 #include "postgres.h"
 
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
+#include "commands/copy.h"
+#include "nodes/makefuncs.h"
+#include "nodes/value.h"
+#include "parser/parse_node.h"
+#include "parser/parse_relation.h"
+#include "utils/lsyscache.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "pgstat.h"
@@ -14,6 +22,7 @@ extern "C" {
 
 #include "spi.hpp"
 
+#include <cstring>
 #include <map>
 
 #include "guard.hpp"
@@ -68,60 +77,87 @@ SpiResult spi_exec(const std::string& sql, const std::vector<Value>& params, boo
 
 namespace {
 
-// INSERT INTO squaresync.stage_<t> (merchant_id, _batch, _ord, cols...)
-//   SELECT $1, $2::bigint, u._ord, u.c1::type1, ... FROM unnest($3::text[], ...) WITH ORDINALITY u(c1, ..., _ord)
-const std::string& stage_sql(const TableDef& t) {
-    static std::map<std::string, std::string> cache;
-    auto it = cache.find(t.name);
-    if (it != cache.end()) return it->second;
-    std::string cols, casts, arrays, names;
-    int p = 3;
-    for (const auto& c : t.columns) {
-        const std::string q = "\"" + c.name + "\"";
-        cols += ", " + q;
-        casts += ", u." + q + "::" + pg_type_name(c.type);
-        arrays += std::string(arrays.empty() ? "" : ", ") + "$" + std::to_string(p++) + "::text[]";
-        names += q + ", ";
+// The batch being copied, for the COPY data callback (which has no user pointer).
+const std::string* g_copy_data = nullptr;
+std::size_t g_copy_pos = 0;
+
+int copy_source(void* outbuf, int minread, int maxread) {
+    (void)minread;
+    const std::size_t left = g_copy_data->size() - g_copy_pos;
+    const std::size_t n = left < static_cast<std::size_t>(maxread) ? left : static_cast<std::size_t>(maxread);
+    memcpy(outbuf, g_copy_data->data() + g_copy_pos, n);
+    g_copy_pos += n;
+    return static_cast<int>(n);
+}
+
+void append_copy_value(std::string& out, const std::string& v) {
+    for (char c : v) {
+        switch (c) {
+            case '\\': out += "\\\\"; break;
+            case '\t': out += "\\t"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            default: out += c;
+        }
     }
-    std::string sql = "INSERT INTO squaresync.\"stage_" + t.name + "\" (merchant_id, _batch, _ord" + cols +
-                      ") SELECT $1, $2::bigint, u._ord" + casts + " FROM unnest(" + arrays +
-                      ") WITH ORDINALITY AS u(" + names + "_ord)";
-    return cache.emplace(t.name, std::move(sql)).first->second;
 }
 
 }  // namespace
 
+// The batch becomes COPY text (one line per row: merchant_id, _batch, _ord, the columns) fed to
+// PostgreSQL's own COPY FROM machinery (BeginCopyFrom with a data callback): bulk insertion with
+// the types' input functions, one call per page and table, no SQL to parse.
 void spi_stage_batch(const RowBatch& batch, const std::string& merchant_id, std::int64_t batch_no) {
     if (batch.rows == 0) return;
     const TableDef& t = *batch.table;
-    const std::string& sql = stage_sql(t);
-    const std::string batch_text = std::to_string(batch_no);
-    const int n = static_cast<int>(t.columns.size()) + 2;
-    std::vector<Oid> types(static_cast<std::size_t>(n), TEXTARRAYOID);
-    types[0] = TEXTOID;
-    types[1] = TEXTOID;
-    std::vector<Datum> values(static_cast<std::size_t>(n), 0);
-    std::vector<char> nulls(static_cast<std::size_t>(n), ' ');
-    const int rows = static_cast<int>(batch.rows);
-    pg_call([&] {
-        values[0] = CStringGetTextDatum(merchant_id.c_str());
-        values[1] = CStringGetTextDatum(batch_text.c_str());
-        Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * static_cast<std::size_t>(rows)));
-        bool* enulls = static_cast<bool*>(palloc(sizeof(bool) * static_cast<std::size_t>(rows)));
-        int dims[1] = {rows};
-        int lbs[1] = {1};
+    std::string data;
+    std::string prefix;
+    append_copy_value(prefix, merchant_id);
+    prefix += '\t' + std::to_string(batch_no) + '\t';
+    for (std::size_t r = 0; r < batch.rows; ++r) {
+        data += prefix;
+        data += std::to_string(r + 1);
         for (std::size_t c = 0; c < t.columns.size(); ++c) {
-            const auto& col = batch.columns[c];
-            for (int r = 0; r < rows; ++r) {
-                const auto& v = col[static_cast<std::size_t>(r)];
-                enulls[r] = !v.has_value();
-                elems[r] = v ? PointerGetDatum(cstring_to_text_with_len(v->data(), static_cast<int>(v->size()))) : 0;
-            }
-            values[c + 2] = PointerGetDatum(construct_md_array(elems, enulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+            data += '\t';
+            const auto& v = batch.columns[c][r];
+            if (v)
+                append_copy_value(data, *v);
+            else
+                data += "\\N";
         }
-        int rc = SPI_execute_with_args(sql.c_str(), n, types.data(), values.data(), nulls.data(), false, 0);
-        if (rc != SPI_OK_INSERT) elog(ERROR, "staging %s failed: %s", t.name.c_str(), SPI_result_code_string(rc));
+        data += '\n';
+    }
+    const std::string relname = "stage_" + t.name;
+    std::vector<const char*> names{"merchant_id", "_batch", "_ord"};
+    for (const auto& c : t.columns) names.push_back(c.name.c_str());
+    g_copy_data = &data;
+    g_copy_pos = 0;
+    pg_call([&] {
+        Oid nsp = get_namespace_oid("squaresync", false);
+        Oid relid = get_relname_relid(relname.c_str(), nsp);
+        if (!OidIsValid(relid)) elog(ERROR, "staging table squaresync.%s does not exist", relname.c_str());
+        Relation rel = table_open(relid, RowExclusiveLock);
+        List* attnames = NIL;
+        for (const char* n : names) attnames = lappend(attnames, makeString(pstrdup(n)));
+        ParseState* pstate = make_parsestate(nullptr);
+        // As COPY itself does: the relation is the statement's one range table entry.
+        ParseNamespaceItem* nsitem = addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, nullptr, false, false);
+#if PG_VERSION_NUM >= 160000
+        nsitem->p_perminfo->requiredPerms = ACL_INSERT;
+#else
+        nsitem->p_rte->requiredPerms = ACL_INSERT;
+#endif
+#if PG_VERSION_NUM >= 140000
+        CopyFromState cstate = BeginCopyFrom(pstate, rel, nullptr, nullptr, false, copy_source, attnames, NIL);
+#else
+        CopyState cstate = BeginCopyFrom(pstate, rel, nullptr, false, copy_source, attnames, NIL);
+#endif
+        (void)CopyFrom(cstate);
+        EndCopyFrom(cstate);
+        free_parsestate(pstate);
+        table_close(rel, NoLock);
     });
+    g_copy_data = nullptr;
 }
 
 void spi_connect() {

@@ -162,6 +162,17 @@ private:
         run_walks(client, all);
         stats_ = client.stats();
         for (auto* f : all) apply(*f);
+
+        // What derives from several streams (the item library export), once per run.
+        report_activity("squaresync: rebuilding derived tables");
+        try {
+            in_transaction([&] {
+                spi_exec("SELECT set_config('lock_timeout', $1, true)", {str(Settings::lock_timeout_ms)});
+                spi_exec("SELECT squaresync._after_run($1::bigint, $2)", {str(id_), merchant_});
+            });
+        } catch (const PgError& e) {
+            derived_error_ = "the item library export was not rebuilt: " + e.message;
+        }
     }
 
     // Runs the streams' walks together; walks whose cursor expired restart from the watermark.
@@ -235,7 +246,10 @@ private:
                 if (first_error.empty()) first_error = name + ": " + st.second;
             }
         }
-        const char* status = failed == 0 ? "succeeded" : failed == static_cast<int>(streams_.size()) ? "failed" : "partial";
+        if (first_error.empty()) first_error = derived_error_;
+        const char* status = failed == static_cast<int>(streams_.size()) ? "failed"
+                             : failed > 0 || !derived_error_.empty() ? "partial"
+                                                                      : "succeeded";
         finish(status, first_error);
     }
 
@@ -265,7 +279,7 @@ private:
     std::int64_t id_;
     RunKind kind_;
     RunArgs args_;
-    std::string merchant_, base_url_, token_, summary_;
+    std::string merchant_, base_url_, token_, summary_, derived_error_;
     std::map<std::string, std::string> watermarks_;
     std::vector<std::string> locations_;
     std::map<std::string, std::pair<bool, std::string>> streams_;

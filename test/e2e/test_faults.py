@@ -317,8 +317,9 @@ def test_a_lock_held_on_a_data_table_fails_the_stream_clearly(synced, fake, clus
 
 def test_no_free_worker_slot_is_a_clear_error(cluster, fake):
     from pgcluster import Cluster
-    # The launcher takes one of the two slots (no maintenance worker: its database does not exist).
-    c = Cluster("slots", settings={"max_worker_processes": 2, "squaresync.database": "'none'"}).init().start()
+    # The launcher and the logical replication launcher take two of the three slots (no maintenance
+    # worker: its database does not exist), leaving one for a sync.
+    c = Cluster("slots", settings={"max_worker_processes": 3, "squaresync.database": "'none'"}).init().start()
     try:
         con = c.connect()
         con.execute("CREATE EXTENSION squaresync")
