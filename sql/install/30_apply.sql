@@ -231,6 +231,17 @@ BEGIN
 END
 $fn$;
 
+-- Per-table counts added key by key ({"t": {"inserted": 1, ...}}): a table applied twice in one run
+-- (availability follows both the locations and the catalog) reports both applies.
+CREATE FUNCTION squaresync._add_counts(a jsonb, b jsonb)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(jsonb_object_agg(t, CASE WHEN a ? t AND b ? t THEN
+               (SELECT jsonb_object_agg(k, coalesce((a -> t ->> k)::bigint, 0) + coalesce((b -> t ->> k)::bigint, 0))
+                  FROM (SELECT jsonb_object_keys(a -> t) UNION SELECT jsonb_object_keys(b -> t)) ks(k))
+               ELSE coalesce(b -> t, a -> t) END), '{}')
+    FROM (SELECT jsonb_object_keys(a) UNION SELECT jsonb_object_keys(b)) ts(t)
+$$;
+
 -- Applies one fetched stream in the caller's transaction: every table of the stream in order,
 -- then what derives from it, then the watermark and the run's counters. Returns the counts.
 CREATE FUNCTION squaresync._apply_stream(p_run bigint, p_merchant text, p_stream text, p_full boolean,
@@ -283,7 +294,7 @@ BEGIN
      WHERE run_id = p_run AND stream = p_stream;
 
     UPDATE squaresync.sync_runs r
-       SET tables = r.tables || counts,
+       SET tables = squaresync._add_counts(r.tables, counts),
            rows_inserted = r.rows_inserted + x.ins, rows_updated = r.rows_updated + x.upd,
            rows_deleted = r.rows_deleted + x.del, rows_unchanged = r.rows_unchanged + x.unch
       FROM (SELECT coalesce(sum((v ->> 'inserted')::bigint), 0) AS ins,

@@ -31,7 +31,9 @@ struct StreamFetch::Spec {
     std::string method;
     std::string path;                 // "{location_id}" is replaced per location
     std::string list_key;             // the response's array of objects
-    enum Scope { Once, PerLocation, PerTenLocations } scope;
+    // Once: one listing; PerLocation: one listing per location, so the page chains of different
+    // locations overlap (SearchOrders takes up to 10 location ids: one is within its limit).
+    enum Scope { Once, PerLocation } scope;
     bool body_cursor;                 // cursor in the JSON body (POST) or the query (GET)
     bool paged;
     std::vector<Route> routes;
@@ -65,10 +67,10 @@ const std::vector<StreamFetch::Spec>& specs() {
                          if (begin) b["begin_time"] = *begin;
                          return b.dump();
                      }});
-        v.push_back({"inventory", "POST", "/v2/inventory/counts/batch-retrieve", "counts", S::Once, true, true,
+        v.push_back({"inventory", "POST", "/v2/inventory/counts/batch-retrieve", "counts", S::PerLocation, true, true,
                      {{"", "catalog_inventory", {}}}, "calculated_at", false,
-                     [](const std::optional<std::string>& begin, const auto&) {
-                         json b = {{"limit", 1000}};
+                     [](const std::optional<std::string>& begin, const std::vector<std::string>& locations) {
+                         json b = {{"location_ids", locations}, {"limit", 1000}};
                          if (begin) b["updated_after"] = *begin;
                          return b.dump();
                      }});
@@ -77,7 +79,7 @@ const std::vector<StreamFetch::Spec>& specs() {
                      [](const auto&, const auto&) {
                          return json{{"filter", {{"status", {"ACTIVE", "INACTIVE"}}}}}.dump();
                      }});
-        v.push_back({"orders", "POST", "/v2/orders/search", "orders", S::PerTenLocations, true, true,
+        v.push_back({"orders", "POST", "/v2/orders/search", "orders", S::PerLocation, true, true,
                      {{"", "orders", {"order_line_items", "order_fulfillments", "order_refunds", "order_returns", "tenders"}}},
                      "updated_at", false,
                      [](const std::optional<std::string>& begin, const std::vector<std::string>& locations) {
@@ -305,12 +307,6 @@ std::vector<PageWalk*> StreamFetch::walks() {
         case Spec::Once: walks_.push_back(std::make_unique<Walk>(*this, locs)); break;
         case Spec::PerLocation:
             for (const auto& l : locs) walks_.push_back(std::make_unique<Walk>(*this, std::vector<std::string>{l}));
-            break;
-        case Spec::PerTenLocations:
-            for (std::size_t i = 0; i < locs.size(); i += 10)
-                walks_.push_back(std::make_unique<Walk>(
-                    *this, std::vector<std::string>(locs.begin() + static_cast<long>(i),
-                                                    locs.begin() + static_cast<long>(std::min(locs.size(), i + 10)))));
             break;
     }
     std::vector<PageWalk*> out;

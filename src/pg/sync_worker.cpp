@@ -16,6 +16,7 @@ extern "C" {
 #include "utils/memutils.h"
 }
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -152,10 +153,15 @@ private:
             }
         }
 
+        // The longest page chains first (orders, inventory), so they start at once and the short
+        // ones fill the gaps; the streams' own order otherwise.
+        std::vector<std::string> order;
+        for (const auto& s : stream_names())
+            if (s != "locations") order.push_back(s);
+        std::stable_partition(order.begin(), order.end(), [](const std::string& s) { return s == "orders" || s == "inventory"; });
         std::vector<std::unique_ptr<StreamFetch>> fetches;
         std::vector<StreamFetch*> all;
-        for (const auto& s : stream_names()) {
-            if (s == "locations") continue;
+        for (const auto& s : order) {
             fetches.push_back(std::make_unique<StreamFetch>(s, options(s), sink));
             all.push_back(fetches.back().get());
         }

@@ -190,21 +190,20 @@ def worker_pid(con, timeout=30):
                              .fetchone() or [None])[0], timeout, "the sync worker")
 
 
-def wait_server(cluster):
-    def ok():
-        try:
-            c = cluster.connect()
-            c.execute("SELECT 1")
-            c.close()
-            return True
-        except Exception:
-            return False
-    wait_for(ok, 60, "the server to accept connections again")
+def wait_crash_restart(cluster, log_start):
+    """After a backend was killed: waits until the postmaster has reinitialized and accepts
+    connections again (a connection made before it notices the death would be cut)."""
+    def restarted():
+        log = cluster.log_text()[log_start:]
+        i = log.find("all server processes terminated; reinitializing")
+        return i >= 0 and "database system is ready to accept connections" in log[i:]
+    wait_for(restarted, 60, "the server to restart after the crash")
 
 
 @pytest.mark.parametrize("phase", ["fetching", "applying"])
 def test_sigkill_of_the_worker_then_the_next_run_converges(db, fake, cluster, phase):
     holder = None
+    log_start = len(cluster.log_text())
     if phase == "fetching":
         fake.fault(latency_ms=200)
     else:
@@ -226,7 +225,7 @@ def test_sigkill_of_the_worker_then_the_next_run_converges(db, fake, cluster, ph
         except Exception:
             pass
     fake.clear_faults()
-    wait_server(cluster)
+    wait_crash_restart(cluster, log_start)
     con = cluster.connect()
     # The killed run is marked failed (by the maintenance worker or the next run), never left running.
     con.execute("SELECT squaresync.foundation()")

@@ -90,7 +90,7 @@ def test_more_than_ten_locations(cluster):
         assert run_row(con, run)["status"] == "succeeded"
         snap = assert_matches_fake(con, fake)
         assert len(snap["tables"]["locations"]["rows"]) == 12
-        # Orders of all 12 locations arrived, in chunks of at most 10 location ids.
+        # Orders of all 12 locations arrived (SearchOrders takes at most 10 location ids a request).
         assert con.execute("SELECT count(DISTINCT location_id) FROM square.orders").fetchone()[0] == 12
         con.close()
     finally:

@@ -145,10 +145,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Encoding", "gzip")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
+        # Counted before the body goes out, so a client that reads /__fake__/stats right after its
+        # response always finds the request there.
         if template is not None:
             self.server.state.count(template, status, len(body))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _json(self, status, obj):
         self._send(status, json.dumps(obj, indent=None).encode())

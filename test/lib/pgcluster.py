@@ -83,9 +83,19 @@ class Cluster:
     def dsn(self, dbname="postgres", user="postgres"):
         return f"host=127.0.0.1 port={self.port} dbname={dbname} user={user}"
 
-    def connect(self, dbname="postgres", user="postgres", autocommit=True):
+    def connect(self, dbname="postgres", user="postgres", autocommit=True, wait=30):
+        """A connection; retried while the server is starting up or recovering from a crash."""
         import psycopg
-        return psycopg.connect(self.dsn(dbname, user), autocommit=autocommit)
+        deadline = time.time() + wait
+        while True:
+            try:
+                return psycopg.connect(self.dsn(dbname, user), autocommit=autocommit)
+            except psycopg.OperationalError as e:
+                transient = any(m in str(e) for m in ("not yet accepting connections", "starting up",
+                                                      "in recovery mode", "shutting down", "Connection refused"))
+                if not transient or time.time() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def log_text(self):
         try:
