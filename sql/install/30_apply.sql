@@ -40,7 +40,10 @@ RETURNS text[] LANGUAGE sql STABLE AS $$
       AND a.attname <> 'merchant_id'
 $$;
 
-CREATE FUNCTION squaresync._apply_table(p_run bigint, p_merchant text, p_table text, p_full boolean)
+-- p_keys_only_inserts: a foundation records its inserts by key only (the row it loaded is the row in
+-- the table; a rollback of it deletes by key), not a second copy of every column.
+CREATE FUNCTION squaresync._apply_table(p_run bigint, p_merchant text, p_table text, p_full boolean,
+                                        p_keys_only_inserts boolean DEFAULT false)
 RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
     d        squaresync.synced_tables%ROWTYPE;
@@ -129,7 +132,7 @@ BEGIN
             SELECT $1, %12$L, %13$s,
                    CASE WHEN j.is_new THEN 'insert' WHEN j.is_del THEN 'delete' ELSE 'update' END,
                    CASE WHEN j.is_new THEN NULL ELSE to_jsonb(j.t_row) END,
-                   CASE WHEN j.is_new THEN %14$s
+                   CASE WHEN j.is_new THEN CASE WHEN $3 THEN NULL ELSE %14$s END
                         ELSE (SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(%15$s) a
                               WHERE a.value IS DISTINCT FROM to_jsonb(j.t_row) -> a.key) END
             FROM d j
@@ -164,7 +167,7 @@ BEGIN
         -- A tombstone Square sends for a live row is that row's deletion.
         CASE WHEN d.tombstone THEN '(t.merchant_id IS NOT NULL AND s.is_deleted AND NOT t.is_deleted)' ELSE 'false' END -- 18
     );
-    EXECUTE q INTO result USING p_run, p_merchant;
+    EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts;
     RETURN result;
 END
 $fn$;
@@ -262,14 +265,19 @@ BEGIN
         END IF;
         -- Locations and vendors have no change filter: every read is a full read.
         PERFORM squaresync._analyze_if_large('squaresync', 'stage_' || t.table_name, NULL);
-        c := squaresync._apply_table(p_run, p_merchant, t.table_name, p_full OR p_stream IN ('locations', 'vendors'));
+        c := squaresync._apply_table(p_run, p_merchant, t.table_name, p_full OR p_stream IN ('locations', 'vendors'),
+                                     p_full);
         PERFORM squaresync._analyze_if_large('square', t.table_name, c);
         counts := counts || jsonb_build_object(t.table_name, c);
     END LOOP;
 
-    -- Availability follows the catalog and the locations.
-    IF p_stream = 'catalog' OR (p_stream = 'locations' AND EXISTS
-           (SELECT 1 FROM square.catalog_variations WHERE merchant_id = p_merchant)) THEN
+    -- Availability follows the catalog and the locations: recomputed when either changed (always on
+    -- a foundation's catalog).
+    IF (p_stream = 'catalog' AND p_full)
+       OR (p_stream IN ('catalog', 'locations')
+           AND (SELECT coalesce(sum((v ->> 'inserted')::bigint + (v ->> 'updated')::bigint + (v ->> 'deleted')::bigint), 0)
+                FROM jsonb_each(counts) e(k, v)) > 0
+           AND EXISTS (SELECT 1 FROM square.catalog_variations WHERE merchant_id = p_merchant)) THEN
         PERFORM squaresync._stage_availability(p_merchant);
         c := squaresync._apply_table(p_run, p_merchant, 'catalog_location_availability', true);
         PERFORM squaresync._analyze_if_large('square', 'catalog_location_availability', c);

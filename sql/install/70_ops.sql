@@ -46,7 +46,8 @@ $fn$;
 --   alerts: 'stale', 'failing repeatedly' (the stream's last 3 runs failed), 'duration trending up'
 --   (last run over twice the median of the last 20, with at least 5 runs), 'rows diverge from the
 --   last sync' (the table's row count differs from what the syncs left: squaresync.table_row_counts),
---   'endpoint retired (410)' (Square answered 410 GONE), 'rate limited' (429s in the last 24 hours).
+--   'endpoint retired (410)' (Square answered 410 GONE), 'rate limited' (429s in the last 24 hours),
+--   'schedule inactive: ...' (squaresync.sync_interval is set but the launcher is not running).
 CREATE VIEW squaresync.health AS
 WITH cfg AS (
     SELECT nullif(coalesce(nullif(current_setting('squaresync.sync_interval', true), ''), '0')::interval,
@@ -122,7 +123,10 @@ SELECT table_name, stream, merchant_id, freshness, expected_interval,
            CASE WHEN expected_rows IS DISTINCT FROM actual_rows AND expected_rows IS NOT NULL
                 THEN 'rows diverge from the last sync' END,
            CASE WHEN last_error_code = 'GONE' THEN 'endpoint retired (410)' END,
-           CASE WHEN rate_limited_24h > 0 THEN 'rate limited' END
+           CASE WHEN rate_limited_24h > 0 THEN 'rate limited' END,
+           CASE WHEN (SELECT sync_interval FROM cfg) IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'squaresync launcher')
+                THEN 'schedule inactive: squaresync is not in shared_preload_libraries' END
        ], NULL) AS alerts
 FROM h
 ORDER BY stream, table_name;

@@ -55,7 +55,7 @@ bool check_foundation_at(char** newval, void**, GucSource) {
 void define_settings() {
     DefineCustomStringVariable("squaresync.database", "Database in which the launcher schedules syncs and maintenance.",
                                "The extension must be created in this database for scheduled syncs.",
-                               &Settings::database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+                               &Settings::database, "postgres", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("squaresync.launcher_naptime", "How often the launcher wakes to check schedules.", nullptr,
                             &Settings::launcher_naptime_s, 10, 1, 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
                             nullptr);

@@ -256,3 +256,24 @@ def test_pg_cron_job_success_and_failure():
         c.destroy()
         good.stop()
         bad.stop()
+
+
+def test_without_preloading_the_functions_work_and_the_schedule_says_what_it_needs(fake):
+    c = Cluster("nopreload", preload=()).init().start()
+    try:
+        con = c.connect()
+        con.execute("CREATE EXTENSION squaresync")
+        con.execute("SELECT squaresync.connect(%s, base_url => %s)", (fake.token, fake.url))
+        run = con.execute("SELECT squaresync.foundation()").fetchone()[0]
+        assert con.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0] == "succeeded"
+        assert_matches_fake(con, fake)
+        assert con.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'squaresync launcher'"
+                           ).fetchone()[0] == 0
+        con.execute("ALTER SYSTEM SET squaresync.sync_interval = '15min'")
+        con.execute("SELECT pg_reload_conf()")
+        time.sleep(0.5)
+        alerts = con.execute("SELECT alerts FROM squaresync.health WHERE table_name = 'orders'").fetchone()[0]
+        assert "schedule inactive: squaresync is not in shared_preload_libraries" in alerts, alerts
+        con.close()
+    finally:
+        c.destroy()
