@@ -93,6 +93,21 @@ def test_expired_cursor_restarts_the_walk_from_the_watermark(paged):
     assert_matches_fake(db, fake)
 
 
+def test_a_cursor_that_keeps_expiring_fails_the_stream_after_three_restarts(paged):
+    db, fake = paged
+    fake.fault(fault="invalid_cursor", path="/v2/locations/", count=1000)
+    with pytest.raises(Exception, match="partly failed"):
+        db.execute("SELECT squaresync.foundation()")
+    run, status, *_ = last_run(db)
+    errors = stream_errors(db, run)
+    assert errors["transactions"][0] == "failed" and errors["transactions"][2] == "INVALID_CURSOR", errors
+    assert "three times" in errors["transactions"][1]
+    assert errors["orders"][0] == "succeeded"
+    fake.clear_faults()
+    db.execute("SELECT squaresync.incremental()")
+    assert_matches_fake(db, fake)
+
+
 def test_repeating_cursor_is_detected_not_looped(paged):
     db, fake = paged
     fake.fault(fault="repeat_cursor", path="/v2/locations/", count=1000)
@@ -141,6 +156,13 @@ def test_401_fails_the_run_at_once_without_a_retry_storm(synced, fake):
     assert status == "failed" and "access token rejected" in error and retries == 0
     reqs = db.execute("SELECT api_requests FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0]
     assert reqs <= 1, f"{reqs} requests were sent with a rejected token"
+    # The built-in schedule backs off: with a 1 hour interval, one failure makes the next run due
+    # after 2 hours, not 1.
+    db.execute("UPDATE squaresync.sync_runs SET started_at = now() - interval '3 hours' WHERE id <> %s", (run,))
+    db.execute("UPDATE squaresync.sync_runs SET started_at = now() - interval '90 minutes' WHERE id = %s", (run,))
+    assert db.execute("SELECT squaresync._scheduled_run_due(interval '1 hour', '')").fetchone()[0] is None
+    db.execute("UPDATE squaresync.sync_runs SET started_at = now() - interval '121 minutes' WHERE id = %s", (run,))
+    assert db.execute("SELECT squaresync._scheduled_run_due(interval '1 hour', '')").fetchone()[0] == "incremental"
     fake.clear_faults()
     db.execute("SELECT squaresync.incremental()")
     assert_matches_fake(db, fake)
