@@ -279,7 +279,7 @@ BEGIN
                 FROM jsonb_each(counts) e(k, v)) > 0
            AND EXISTS (SELECT 1 FROM square.catalog_variations WHERE merchant_id = p_merchant)) THEN
         PERFORM squaresync._stage_availability(p_merchant);
-        c := squaresync._apply_table(p_run, p_merchant, 'catalog_location_availability', true);
+        c := squaresync._apply_table(p_run, p_merchant, 'catalog_location_availability', true, p_full);
         PERFORM squaresync._analyze_if_large('square', 'catalog_location_availability', c);
         counts := counts || jsonb_build_object('catalog_location_availability', c);
     END IF;

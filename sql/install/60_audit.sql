@@ -83,7 +83,9 @@ BEGIN
     SELECT c.table_name, c.pk, c.op, col.key, c.before -> col.key, c.after -> col.key
     FROM squaresync.changes c
     LEFT JOIN squaresync.synced_tables st ON st.table_name = c.table_name
-    CROSS JOIN LATERAL jsonb_object_keys(coalesce(c.after, c.before - 'raw' - 'merchant_id' - 'synced_at')) AS col(key)
+    -- A foundation records its inserts by key only: one row with no column for each.
+    CROSS JOIN LATERAL (SELECT k FROM jsonb_object_keys(coalesce(c.after, c.before - 'raw' - 'merchant_id' - 'synced_at')) k
+                        UNION ALL SELECT NULL WHERE c.after IS NULL AND c.before IS NULL) AS col(key)
     WHERE c.run_id = diff.run_id
     ORDER BY st.apply_order, c.table_name, c.pk, col.key;
 END

@@ -214,7 +214,7 @@ std::optional<std::string> eval(const TableMapper::Expr& e, PgType type, const C
             std::vector<std::string> items;
             items.reserve(arr->size());
             for (const auto& el : *arr) {
-                const json* v = e.elem_path.empty() ? &el : walk(&el, e.elem_path);
+                const json* v = e.elem_path.empty() ? (el.is_null() ? nullptr : &el) : walk(&el, e.elem_path);
                 if (v == nullptr) continue;
                 auto t = scalar_text(*v, PgType::Text, c);
                 if (t) items.push_back(std::move(*t));

@@ -257,7 +257,6 @@ struct StreamFetch::Walk : PageWalk {
             if (lt != body.end() && lt->is_string()) owner.note_watermark(*lt);
         }
 
-        ++page;
         ++owner.pages_;
         for (const auto& b : batches) owner.rows_ += static_cast<std::int64_t>(b.rows);
         owner.sink_.progress(owner.name_ + " page " + std::to_string(owner.pages_));
@@ -280,6 +279,7 @@ struct StreamFetch::Walk : PageWalk {
                        "REPEATED_CURSOR");
             return std::nullopt;
         }
+        ++page;
         return request(cursor);
     }
 
@@ -290,7 +290,15 @@ struct StreamFetch::Walk : PageWalk {
             owner.restarts_.push_back(this);
             return;
         }
-        if (code.empty()) code = error.kind == FailureKind::Unauthorized ? "UNAUTHORIZED" : failure_kind_name(error.kind);
+        if (code.empty()) {
+            // Square's own codes for what the status says, when the body has no error envelope.
+            switch (error.kind) {
+                case FailureKind::Unauthorized: code = "UNAUTHORIZED"; break;
+                case FailureKind::Forbidden: code = "FORBIDDEN"; break;
+                case FailureKind::Gone: code = "GONE"; break;
+                default: code = failure_kind_name(error.kind);
+            }
+        }
         owner.fail(std::string(error.what()), code);
     }
 };
@@ -351,7 +359,8 @@ std::string square_error_summary(const std::string& body, std::string* code) {
     auto e = j.find("errors");
     if (e == j.end() || !e->is_array() || e->empty() || !(*e)[0].is_object()) return "";
     const json& first = (*e)[0];
-    std::string c = first.value("code", "");
+    auto code_it = first.find("code");
+    const std::string c = code_it != first.end() && code_it->is_string() ? code_it->get<std::string>() : "";
     std::string detail = first.contains("detail") && first["detail"].is_string() ? first["detail"].get<std::string>() : "";
     if (code) *code = c;
     return detail.empty() ? c : c + ": " + detail;

@@ -52,7 +52,10 @@ std::optional<std::int64_t> parse_rfc3339(const std::string& s) {
         !digits(s, 8, 2, D) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || !digits(s, 11, 2, h) ||
         s[13] != ':' || !digits(s, 14, 2, mi) || s[16] != ':' || !digits(s, 17, 2, se))
         return std::nullopt;
-    if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || mi > 59 || se > 60) return std::nullopt;
+    static const int month_days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    const bool leap = (Y % 4 == 0 && Y % 100 != 0) || Y % 400 == 0;
+    if (M < 1 || M > 12 || D < 1 || D > month_days[M - 1] + (M == 2 && leap ? 1 : 0) || h > 23 || mi > 59 || se > 60)
+        return std::nullopt;
     std::size_t pos = 19;
     std::int64_t frac = 0;
     if (pos < s.size() && s[pos] == '.') {
@@ -71,7 +74,8 @@ std::optional<std::int64_t> parse_rfc3339(const std::string& s) {
         ++pos;
     } else if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) {
         int oh, om;
-        if (!digits(s, pos + 1, 2, oh) || pos + 3 >= s.size() || s[pos + 3] != ':' || !digits(s, pos + 4, 2, om))
+        if (!digits(s, pos + 1, 2, oh) || pos + 3 >= s.size() || s[pos + 3] != ':' || !digits(s, pos + 4, 2, om) ||
+            oh > 23 || om > 59)
             return std::nullopt;
         offset_s = (oh * 3600 + om * 60) * (s[pos] == '+' ? 1 : -1);
         pos += 6;
