@@ -14,9 +14,11 @@ PG_SRCS = $(sort $(wildcard src/pg/*.cpp))
 OBJS = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
 
 EXTENSION = squaresync
-EXTVERSION = 0.1.0
-# The install script is assembled from one file per concern.
+EXTVERSION = 0.2.0
+# The install script is assembled from one file per concern. Released versions' install scripts
+# (sql/releases) and the update scripts between versions (sql/updates) are installed as they are.
 DATA_built = squaresync--$(EXTVERSION).sql
+DATA = $(wildcard sql/releases/squaresync--*.sql) $(wildcard sql/updates/squaresync--*--*.sql)
 EXTRA_CLEAN = squaresync--$(EXTVERSION).sql
 PGFILEDESC = "squaresync - incremental sync of Square into PostgreSQL"
 

@@ -134,7 +134,7 @@ HttpConfig http_config(const std::string& base_url, const std::string& token) {
     c.retry.run_budget = Settings::retry_budget;
     c.retry.max_delay = std::chrono::milliseconds(Settings::retry_max_delay_ms);
     c.should_abort = [] { return InterruptPending && (ProcDiePending || QueryCancelPending); };
-    c.user_agent = "squaresync/0.1.0 (PostgreSQL extension)";
+    c.user_agent = "squaresync/0.2.0 (PostgreSQL extension)";
     // One line per request at DEBUG1 (method, target, status, bytes, time; never a header).
     c.debug_log = [](const std::string& line) {
         try {
