@@ -42,6 +42,18 @@ void sleep_ms(long ms) {
     });
 }
 
+// The role a sync worker runs as: squaresync.sync_role when set, else the extension's owner.
+Oid sync_role() {
+    const std::string name = Settings::sync_role ? Settings::sync_role : "";
+    if (name.empty()) return InvalidOid;
+    auto r = spi_exec("SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1", {name}, true);
+    if (r.rows.empty())
+        throw UserError(ERRCODE_UNDEFINED_OBJECT, "squaresync.sync_role names a role that does not exist: \"" + name + "\"",
+                        "CREATE ROLE it and run SELECT squaresync.grant_sync_privileges('" + name +
+                            "'), or reset squaresync.sync_role.");
+    return static_cast<Oid>(std::stoul(*r.at(0, 0)));
+}
+
 Oid extension_owner() {
     auto r = spi_exec("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'squaresync'", {}, true);
     if (r.rows.empty() || !r.at(0, 0))
@@ -53,7 +65,8 @@ Oid extension_owner() {
 void launch_worker(std::int64_t run_id, RunKind kind, const std::string& triggered_by) {
     RunArgs args{};
     args.database = MyDatabaseId;
-    args.role = extension_owner();
+    const Oid role = sync_role();
+    args.role = OidIsValid(role) ? role : extension_owner();
     args.kind = static_cast<char>(kind);
     std::strncpy(args.triggered_by, triggered_by.c_str(), sizeof args.triggered_by - 1);
 

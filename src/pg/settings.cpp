@@ -33,6 +33,7 @@ int Settings::sync_interval_s = 0;
 char* Settings::foundation_at = nullptr;
 int Settings::audit_retention_s = 90 * 86400;
 int Settings::validate_sample_size = 50;
+char* Settings::sync_role = nullptr;
 bool Settings::preloaded = false;
 
 namespace {
@@ -114,6 +115,10 @@ void define_settings() {
     DefineCustomIntVariable("squaresync.validate_sample_size",
                             "Rows per table that validate(deep => true) fetches from Square to compare.", nullptr,
                             &Settings::validate_sample_size, 50, 1, 100000, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("squaresync.sync_role", "The role sync workers run as.",
+                               "Empty: the extension's owner. Give it exactly the privileges a sync needs with "
+                               "SELECT squaresync.grant_sync_privileges('role').",
+                               &Settings::sync_role, "", PGC_SUSET, 0, nullptr, nullptr, nullptr);
 #if PG_VERSION_NUM >= 150000
     MarkGUCPrefixReserved("squaresync");
 #else

@@ -27,6 +27,7 @@ struct Settings {
     static char* foundation_at;       // squaresync.foundation_at: daily foundation time "HH:MM" ('' = off)
     static int audit_retention_s;     // squaresync.audit_retention
     static int validate_sample_size;  // squaresync.validate_sample_size
+    static char* sync_role;           // squaresync.sync_role: the role sync workers run as ('' = owner)
     static bool preloaded;            // loaded through shared_preload_libraries
 };
 

@@ -69,6 +69,7 @@ public:
     void execute() {
         start();
         try {
+            load_connection();
             fetch_and_apply();
         } catch (const HttpError& e) {
             if (e.kind == FailureKind::Aborted) {
@@ -99,17 +100,24 @@ private:
         in_transaction([&] { advisory_lock(kRunLock, true); });
         in_transaction([&] {
             fail_stale_runs(id_);
+            spi_exec("INSERT INTO squaresync.sync_runs (id, kind, status, worker_pid, triggered_by)"
+                     " VALUES ($1::bigint, $2, 'running', pg_backend_pid(), $3)",
+                     {str(id_), std::string(kind_name()), std::string(args_.triggered_by)});
+            for (const auto& s : stream_names())
+                spi_exec("INSERT INTO squaresync.sync_run_streams (run_id, stream, status) VALUES ($1::bigint, $2, 'running')",
+                         {str(id_), s});
+        });
+    }
+
+    // The connection and the committed watermarks; an error here fails the recorded run.
+    void load_connection() {
+        in_transaction([&] {
             auto c = spi_exec("SELECT merchant_id, base_url, access_token FROM squaresync.connection", {}, true);
             if (c.rows.empty()) throw std::runtime_error("squaresync is not connected to Square: run squaresync.connect() first");
             merchant_ = *c.at(0, 0);
             base_url_ = *c.at(0, 1);
             token_ = *c.at(0, 2);
-            spi_exec("INSERT INTO squaresync.sync_runs (id, kind, status, merchant_id, worker_pid, triggered_by)"
-                     " VALUES ($1::bigint, $2, 'running', $3, pg_backend_pid(), $4)",
-                     {str(id_), std::string(kind_name()), merchant_, std::string(args_.triggered_by)});
-            for (const auto& s : stream_names())
-                spi_exec("INSERT INTO squaresync.sync_run_streams (run_id, stream, status) VALUES ($1::bigint, $2, 'running')",
-                         {str(id_), s});
+            spi_exec("UPDATE squaresync.sync_runs SET merchant_id = $2 WHERE id = $1::bigint", {str(id_), merchant_});
             auto w = spi_exec("SELECT stream, watermark FROM squaresync.stream_state WHERE merchant_id = $1", {merchant_});
             for (const auto& r : w.rows)
                 if (r[1]) watermarks_[*r[0]] = *r[1];

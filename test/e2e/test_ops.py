@@ -277,3 +277,44 @@ def test_without_preloading_the_functions_work_and_the_schedule_says_what_it_nee
         con.close()
     finally:
         c.destroy()
+
+
+def test_sync_role_runs_the_worker_with_only_the_privileges_it_needs(db, fake, cluster):
+    db.execute("DROP ROLE IF EXISTS syncer")
+    db.execute("CREATE ROLE syncer LOGIN")
+    db.execute("SELECT squaresync.grant_sync_privileges('syncer')")
+    db.execute("ALTER SYSTEM SET squaresync.sync_role = 'syncer'")
+    db.execute("SELECT pg_reload_conf()")
+    try:
+        con = cluster.connect()
+        fake.fault(latency_ms=100)
+        run = con.execute("SELECT squaresync.foundation(wait => false)").fetchone()[0]
+        who = wait_for(lambda: (con.execute("SELECT usename FROM pg_stat_activity WHERE backend_type = 'squaresync sync'")
+                                .fetchone() or [None])[0], 30, "the sync worker")
+        assert who == "syncer"
+        fake.clear_faults()
+        wait_idle(con)
+        assert con.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0] == "succeeded"
+        con.execute("SELECT squaresync.incremental()")
+        assert_matches_fake(con, fake)
+        # The role can do what a sync does and nothing else.
+        con.execute("CREATE TABLE public.elsewhere (x int)")
+        con.execute("SET ROLE syncer")
+        for sql in ("SELECT * FROM public.elsewhere", "SELECT * FROM pg_authid",
+                    "INSERT INTO square.operating_seasons (merchant_id, name, starts_on, ends_on)"
+                    " VALUES ('m', 'x', '2026-01-01', '2026-01-02')",
+                    "SELECT squaresync.foundation()", "SELECT squaresync.connect('x')"):
+            with pytest.raises(Exception, match="permission denied"):
+                con.execute(sql)
+        con.execute("RESET ROLE")
+        con.execute("DROP TABLE public.elsewhere")
+        # Without the grants, the worker cannot even read the token: proof it runs as that role.
+        con.execute("REVOKE SELECT ON squaresync.connection FROM syncer")
+        with pytest.raises(Exception, match="permission denied for table connection"):
+            con.execute("SELECT squaresync.incremental()")
+        con.close()
+    finally:
+        db.execute("ALTER SYSTEM RESET squaresync.sync_role")
+        db.execute("SELECT pg_reload_conf()")
+        db.execute("DROP OWNED BY syncer")
+        db.execute("DROP ROLE syncer")
