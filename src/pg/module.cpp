@@ -20,8 +20,5 @@ void register_launcher();
 
 void _PG_init(void) {
     squaresync::pg::define_settings();
-    if (process_shared_preload_libraries_in_progress) {
-        squaresync::pg::Settings::preloaded = true;
-        squaresync::pg::register_launcher();
-    }
+    if (process_shared_preload_libraries_in_progress) squaresync::pg::register_launcher();
 }

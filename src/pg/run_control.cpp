@@ -29,10 +29,11 @@ void set_tag(LOCKTAG* tag, std::int32_t key) {
     SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, static_cast<uint32>(kLockClass), static_cast<uint32>(key), 2);
 }
 
-const char* kRunningWorkers =
+// The pids holding the run lock in this database (the worker of the run in progress).
+const std::string kRunningWorkers =
     "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted"
     " AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
-    " AND classid = 1397838681 AND objid = 1 AND objsubid = 2";
+    " AND classid = " + std::to_string(kLockClass) + " AND objid = " + std::to_string(kRunLock) + " AND objsubid = 2";
 
 void sleep_ms(long ms) {
     pg_call([&] {

@@ -34,7 +34,6 @@ char* Settings::foundation_at = nullptr;
 int Settings::audit_retention_s = 90 * 86400;
 int Settings::validate_sample_size = 50;
 char* Settings::sync_role = nullptr;
-bool Settings::preloaded = false;
 
 namespace {
 

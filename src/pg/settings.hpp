@@ -28,7 +28,6 @@ struct Settings {
     static int audit_retention_s;     // squaresync.audit_retention
     static int validate_sample_size;  // squaresync.validate_sample_size
     static char* sync_role;           // squaresync.sync_role: the role sync workers run as ('' = owner)
-    static bool preloaded;            // loaded through shared_preload_libraries
 };
 
 void define_settings();

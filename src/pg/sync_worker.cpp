@@ -174,7 +174,6 @@ private:
             all.push_back(fetches.back().get());
         }
         run_walks(client, all);
-        stats_ = client.stats();
         for (auto* f : all) apply(*f);
 
         // What derives from several streams (the item library export), once per run.
