@@ -363,8 +363,7 @@ $$;
 
 -- Called by _apply_stream after a stream's tables are applied, before its watermark advances, in
 -- the same transaction: the expected row counts (validate), the inventory history and the daily
--- sales (the item library export follows once per run: _after_run). A rollback calls it too for the run that records the rollback
--- (the history of the undone run is deleted by the rollback, not appended to).
+-- sales (the item library export follows once per run: _after_run).
 CREATE FUNCTION squaresync._after_apply(p_run bigint, p_merchant text, p_stream text)
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -381,8 +380,8 @@ BEGIN
 END
 $fn$;
 
--- Called by the sync worker once its streams are applied, in its own transaction: the item library
--- export is rebuilt once per run, when the run changed locations, catalog, inventory or vendors.
+-- Called by the sync worker once its streams are applied, in its own transaction, and by a rollback:
+-- the item library export is rebuilt once per run, when it changed locations, catalog, inventory or vendors.
 CREATE FUNCTION squaresync._after_run(p_run bigint, p_merchant text)
 RETURNS void LANGUAGE plpgsql AS $fn$
 BEGIN

@@ -291,10 +291,7 @@ BEGIN
     DELETE FROM square.inventory_counts WHERE run_id = p_run;
     PERFORM squaresync._track_row_counts(new_id, r.merchant_id, array(SELECT jsonb_object_keys(counts)), false);
     PERFORM squaresync._refresh_sales(new_id, r.merchant_id);
-    IF squaresync._run_changed(new_id, array(SELECT table_name FROM squaresync.synced_tables
-                                             WHERE stream IN ('locations', 'catalog', 'inventory', 'vendors'))) THEN
-        PERFORM squaresync._rebuild_item_library_export(r.merchant_id);
-    END IF;
+    PERFORM squaresync._after_run(new_id, r.merchant_id);
 
     -- The watermarks go back to where they stood before the run: the next sync fetches that window again.
     INSERT INTO squaresync.sync_run_streams (run_id, stream, status, watermark_before, watermark_after, applied_at)

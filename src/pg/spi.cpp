@@ -23,7 +23,6 @@ extern "C" {
 #include "spi.hpp"
 
 #include <cstring>
-#include <map>
 
 #include "guard.hpp"
 #include "mapping.hpp"
