@@ -94,7 +94,7 @@ private:
     bool full() const { return kind_ == RunKind::Foundation; }
     const char* kind_name() const { return full() ? "foundation" : "incremental"; }
 
-    // Takes the run lock, records the run as running, loads the connection and the watermarks.
+    // Takes the run lock and records the run (and its streams) as running, committed before any work.
     void start() {
         report_activity("squaresync: waiting for the run lock");
         in_transaction([&] { advisory_lock(kRunLock, true); });
