@@ -22,7 +22,7 @@ DATA = $(wildcard sql/releases/squaresync--*.sql) $(wildcard sql/updates/squares
 EXTRA_CLEAN = squaresync--$(EXTVERSION).sql
 PGFILEDESC = "squaresync - incremental sync of Square into PostgreSQL"
 
-SHLIB_LINK += -lcurl -lstdc++
+SHLIB_LINK += -lcurl -lsimdjson -lstdc++ -pthread
 
 # No LLVM bitcode: the JIT inlining files need clang, and squaresync has nothing worth inlining.
 override with_llvm = no
@@ -31,7 +31,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 WERROR ?= -Werror
-override CXXFLAGS := $(filter-out -fexceptions,$(CXXFLAGS)) -std=c++17 -fPIC -fexceptions -Wall -Wextra $(WERROR) \
+override CXXFLAGS := $(filter-out -fexceptions,$(CXXFLAGS)) -std=c++17 -pthread -fPIC -fexceptions -Wall -Wextra $(WERROR) \
 	-Wno-unused-parameter -Wno-missing-field-initializers -Wno-cast-function-type -Wno-register
 override CPPFLAGS := -Isrc/core -Isrc/pg $(CPPFLAGS)
 

@@ -63,6 +63,7 @@ struct RecordingWalk : PageWalk {
         chain.push_back(r);
         return r;
     }
+    void prepare(HttpResponse& response) override { inner->prepare(response); }
     std::optional<HttpRequest> on_page(HttpResponse&& response) override {
         auto next = inner->on_page(std::move(response));
         if (next) chain.push_back(*next);
@@ -85,11 +86,13 @@ struct ReplayWalk : PageWalk {
         next = 1;
         return chain.at(0);
     }
-    std::optional<HttpRequest> on_page(HttpResponse&& response) override {
+    void prepare(HttpResponse& response) override {  // on the helper thread, as in the worker
         if (parse) {
             json j = json::parse(response.body, nullptr, false);
             if (j.is_discarded()) throw RetryableResponseError("malformed JSON");
         }
+    }
+    std::optional<HttpRequest> on_page(HttpResponse&&) override {
         if (next >= chain.size()) return std::nullopt;
         return chain[next++];
     }

@@ -6,7 +6,7 @@ PG_MAJOR=${PG_MAJOR:-15}
 PACKAGES=(
   g++ make cmake pkg-config openssl ca-certificates
   "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" "postgresql-$PG_MAJOR-cron"
-  libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev
+  libcurl4-openssl-dev nlohmann-json3-dev libsimdjson-dev libgtest-dev
   python3 python3-pytest python3-pytest-timeout python3-psycopg python3-jsonschema
 )
 missing=()

@@ -220,6 +220,8 @@ CREATE TABLE square.orders (
 );
 CREATE INDEX ON square.orders (merchant_id, location_id, created_at);
 CREATE INDEX ON square.orders (merchant_id, updated_at);
+-- square_sales recomputes the (location, day) pairs a run touched: their orders by closed_at.
+CREATE INDEX ON square.orders (merchant_id, location_id, closed_at);
 
 CREATE TABLE square.order_line_items (
     merchant_id                        text NOT NULL,

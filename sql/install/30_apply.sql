@@ -1,8 +1,24 @@
 -- 30_apply.sql: staging tables and the set-based apply of a fetched stream.
 
+-- Sets the statistics target of every staging table's columns to 10 (see below).
+CREATE FUNCTION squaresync._stage_statistics()
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE a record;
+BEGIN
+    FOR a IN SELECT c.relname, at.attname
+             FROM pg_class c JOIN pg_attribute at ON at.attrelid = c.oid
+             WHERE c.relnamespace = 'squaresync'::regnamespace AND c.relkind = 'r' AND c.relname LIKE 'stage\_%'
+               AND at.attnum > 0 AND NOT at.attisdropped LOOP
+        EXECUTE format('ALTER TABLE squaresync.%I ALTER COLUMN %I SET STATISTICS 10', a.relname, a.attname);
+    END LOOP;
+END
+$fn$;
+
 --------------------------------------------------------------------------------------------------
 -- Staging: one UNLOGGED table per synced table, same columns plus the batch (page) and the row's
 -- place in it. Filled by the sync worker page by page in short transactions; emptied after apply.
+-- A small statistics target: the apply's plans need the row counts and rough distinct counts, and
+-- ANALYZE of a foundation's staged line items takes 25 ms instead of 250.
 --------------------------------------------------------------------------------------------------
 DO $$
 DECLARE t text;
@@ -11,6 +27,7 @@ BEGIN
         EXECUTE format('CREATE UNLOGGED TABLE squaresync.%I (LIKE square.%I INCLUDING DEFAULTS, _batch bigint NOT NULL, _ord bigint NOT NULL)',
                        'stage_' || t, t);
     END LOOP;
+    PERFORM squaresync._stage_statistics();
 END $$;
 
 --------------------------------------------------------------------------------------------------
@@ -134,7 +151,8 @@ BEGIN
                    CASE WHEN j.is_new THEN NULL ELSE to_jsonb(j.t_row) END,
                    CASE WHEN j.is_new THEN CASE WHEN $3 THEN NULL ELSE %14$s END
                         ELSE (SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(%15$s) a
-                              WHERE a.value IS DISTINCT FROM to_jsonb(j.t_row) -> a.key) END
+                              LEFT JOIN jsonb_each(to_jsonb(j.t_row)) b ON b.key = a.key
+                              WHERE a.value IS DISTINCT FROM b.value) END
             FROM d j
             UNION ALL
             SELECT $1, %12$L, %16$s, 'delete', to_jsonb(g.t_row), %17$s
@@ -212,7 +230,8 @@ $$;
 -- Keeps the planner's statistics in step with bulk changes inside the apply transaction (autovacuum
 -- would see them only later, and a first incremental after a foundation would plan on empty-table
 -- statistics): a staging table with many rows before it is read, a synced table after a change of
--- more than a tenth of its rows.
+-- more than a tenth of its rows, or after its first rows (a never-analyzed table of a few hundred
+-- rows is planned as if it had a handful, and the export's joins go nested-loop).
 CREATE FUNCTION squaresync._analyze_if_large(p_schema text, p_table text, p_counts jsonb)
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -228,7 +247,7 @@ BEGIN
         RETURN;
     END IF;
     changed := (p_counts ->> 'inserted')::bigint + (p_counts ->> 'updated')::bigint + (p_counts ->> 'deleted')::bigint;
-    IF changed > 1000 AND (est <= 0 OR changed > est / 10) THEN
+    IF (changed > 0 AND est < 0) OR (changed > 1000 AND (est = 0 OR changed > est / 10)) THEN
         EXECUTE format('ANALYZE %I.%I', p_schema, p_table);
     END IF;
 END

@@ -104,20 +104,28 @@ CREATE FUNCTION squaresync._sales_rows(p_merchant text, p_locations text[], p_da
 RETURNS SETOF square.square_sales LANGUAGE sql STABLE AS $$
     WITH pairs AS (
         SELECT DISTINCT u.location_id, u.day FROM unnest(p_locations, p_days) AS u(location_id, day)
+        WHERE NOT (u.location_id = ANY (coalesce(p_whole_locations, '{}')))
     ),
     o AS (
-        SELECT o.id, o.location_id, o.currency,
+        SELECT o.id, o.location_id, o.currency, o.closed_at,
                (o.closed_at AT TIME ZONE coalesce(l.timezone, 'UTC'))::date AS day
         FROM square.orders o
         LEFT JOIN square.locations l ON l.merchant_id = o.merchant_id AND l.id = o.location_id
         WHERE o.merchant_id = p_merchant AND o.state = 'COMPLETED' AND o.closed_at IS NOT NULL
           AND o.location_id IS NOT NULL
     ),
+    -- Every order (no filter), or those of whole locations, or those of the pairs' days: each
+    -- pair reads its location's orders closed within a day of it (time zones are within 14 hours
+    -- of UTC) through the (merchant_id, location_id, closed_at) index.
     sel AS MATERIALIZED (
-        SELECT o.* FROM o
-        WHERE (p_locations IS NULL AND p_whole_locations IS NULL)
-           OR o.location_id = ANY (p_whole_locations)
-           OR (o.location_id, o.day) IN (SELECT location_id, day FROM pairs)
+        SELECT o.id, o.location_id, o.currency, o.day FROM o
+        WHERE (p_locations IS NULL AND p_whole_locations IS NULL) OR o.location_id = ANY (p_whole_locations)
+        UNION ALL
+        SELECT o.id, o.location_id, o.currency, o.day FROM pairs p
+        JOIN o ON o.location_id = p.location_id
+              AND o.closed_at >= (p.day - 1)::timestamp AT TIME ZONE 'UTC'
+              AND o.closed_at < (p.day + 2)::timestamp AT TIME ZONE 'UTC'
+              AND o.day = p.day
     ),
     parts AS (
         SELECT s.day, s.location_id, coalesce(li.catalog_object_id, '') AS variation_id,
@@ -260,11 +268,24 @@ CREATE UNLOGGED TABLE squaresync.build_item_library_export (LIKE square.square_i
 -- The item library computed from scratch from the synced tables.
 CREATE FUNCTION squaresync._item_library_rows(p_merchant text)
 RETURNS SETOF square.square_item_library_export LANGUAGE sql STABLE AS $$
+    -- Per item and per variation once (not once per location): category names, first vendor info.
+    WITH cats AS (
+        SELECT i.id AS item_id, string_agg(c.name, ', ' ORDER BY u.ord) AS names
+        FROM square.catalog_items i
+        CROSS JOIN LATERAL unnest(i.category_ids) WITH ORDINALITY AS u(id, ord)
+        JOIN square.catalog_categories c ON c.merchant_id = i.merchant_id AND c.id = u.id AND NOT c.is_deleted
+        WHERE i.merchant_id = p_merchant
+        GROUP BY i.id
+    ),
+    vi AS (
+        SELECT DISTINCT ON (x.variation_id) x.*
+        FROM square.catalog_vendor_info x
+        WHERE x.merchant_id = p_merchant AND NOT x.is_deleted
+        ORDER BY x.variation_id, x.ordinal NULLS LAST, x.id
+    )
     SELECT a.merchant_id, a.variation_id, a.location_id, v.item_id,
            i.name, v.name, v.sku, i.description_plaintext,
-           (SELECT string_agg(c.name, ', ' ORDER BY u.ord)
-              FROM unnest(i.category_ids) WITH ORDINALITY AS u(id, ord)
-              JOIN square.catalog_categories c ON c.merchant_id = i.merchant_id AND c.id = u.id AND NOT c.is_deleted),
+           cats.names,
            rc.name,
            i.product_type,
            coalesce(a.price_amount, v.price_amount),
@@ -285,11 +306,8 @@ RETURNS SETOF square.square_item_library_export LANGUAGE sql STABLE AS $$
     JOIN square.locations l ON l.merchant_id = a.merchant_id AND l.id = a.location_id
     LEFT JOIN square.catalog_categories rc
            ON rc.merchant_id = i.merchant_id AND rc.id = i.reporting_category_id AND NOT rc.is_deleted
-    LEFT JOIN LATERAL (
-        SELECT x.* FROM square.catalog_vendor_info x
-        WHERE x.merchant_id = v.merchant_id AND x.variation_id = v.id AND NOT x.is_deleted
-        ORDER BY x.ordinal NULLS LAST, x.id LIMIT 1
-    ) vi ON true
+    LEFT JOIN cats ON cats.item_id = i.id
+    LEFT JOIN vi ON vi.variation_id = v.id
     LEFT JOIN square.vendors vd ON vd.merchant_id = vi.merchant_id AND vd.id = vi.vendor_id
     LEFT JOIN square.catalog_inventory inv
            ON inv.merchant_id = a.merchant_id AND inv.catalog_object_id = a.variation_id

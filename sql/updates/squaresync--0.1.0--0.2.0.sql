@@ -88,3 +88,285 @@ BEGIN
     RETURN new_id;
 END
 $fn$;
+
+-- 30_apply.sql: staging tables analyzed with a small statistics target.
+CREATE FUNCTION squaresync._stage_statistics()
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE a record;
+BEGIN
+    FOR a IN SELECT c.relname, at.attname
+             FROM pg_class c JOIN pg_attribute at ON at.attrelid = c.oid
+             WHERE c.relnamespace = 'squaresync'::regnamespace AND c.relkind = 'r' AND c.relname LIKE 'stage\_%'
+               AND at.attnum > 0 AND NOT at.attisdropped LOOP
+        EXECUTE format('ALTER TABLE squaresync.%I ALTER COLUMN %I SET STATISTICS 10', a.relname, a.attname);
+    END LOOP;
+END
+$fn$;
+REVOKE ALL ON FUNCTION squaresync._stage_statistics() FROM PUBLIC;
+SELECT squaresync._stage_statistics();
+
+-- 10_data_tables.sql and 55_derived.sql: square_sales reads the touched (location, day) pairs'
+-- orders through an index on closed_at.
+CREATE INDEX ON square.orders (merchant_id, location_id, closed_at);
+CREATE OR REPLACE FUNCTION squaresync._sales_rows(p_merchant text, p_locations text[], p_days date[],
+                                       p_whole_locations text[])
+RETURNS SETOF square.square_sales LANGUAGE sql STABLE AS $$
+    WITH pairs AS (
+        SELECT DISTINCT u.location_id, u.day FROM unnest(p_locations, p_days) AS u(location_id, day)
+        WHERE NOT (u.location_id = ANY (coalesce(p_whole_locations, '{}')))
+    ),
+    o AS (
+        SELECT o.id, o.location_id, o.currency, o.closed_at,
+               (o.closed_at AT TIME ZONE coalesce(l.timezone, 'UTC'))::date AS day
+        FROM square.orders o
+        LEFT JOIN square.locations l ON l.merchant_id = o.merchant_id AND l.id = o.location_id
+        WHERE o.merchant_id = p_merchant AND o.state = 'COMPLETED' AND o.closed_at IS NOT NULL
+          AND o.location_id IS NOT NULL
+    ),
+    -- Every order (no filter), or those of whole locations, or those of the pairs' days: each
+    -- pair reads its location's orders closed within a day of it (time zones are within 14 hours
+    -- of UTC) through the (merchant_id, location_id, closed_at) index.
+    sel AS MATERIALIZED (
+        SELECT o.id, o.location_id, o.currency, o.day FROM o
+        WHERE (p_locations IS NULL AND p_whole_locations IS NULL) OR o.location_id = ANY (p_whole_locations)
+        UNION ALL
+        SELECT o.id, o.location_id, o.currency, o.day FROM pairs p
+        JOIN o ON o.location_id = p.location_id
+              AND o.closed_at >= (p.day - 1)::timestamp AT TIME ZONE 'UTC'
+              AND o.closed_at < (p.day + 2)::timestamp AT TIME ZONE 'UTC'
+              AND o.day = p.day
+    ),
+    parts AS (
+        SELECT s.day, s.location_id, coalesce(li.catalog_object_id, '') AS variation_id,
+               coalesce(li.currency, s.currency) AS currency, s.id AS order_id,
+               coalesce(li.quantity, 0) AS qty, coalesce(li.gross_sales_money_amount, 0) AS gross,
+               coalesce(li.total_discount_money_amount, 0) AS disc,
+               0::numeric AS rqty, 0::bigint AS rgross, 0::bigint AS rdisc
+        FROM sel s
+        JOIN square.order_line_items li ON li.merchant_id = p_merchant AND li.order_id = s.id
+        UNION ALL
+        SELECT s.day, s.location_id, coalesce(r ->> 'catalog_object_id', ''),
+               coalesce(r -> 'gross_return_money' ->> 'currency', ret.currency, s.currency), NULL,
+               0, 0, 0,
+               coalesce((r ->> 'quantity')::numeric, 0),
+               coalesce((r -> 'gross_return_money' ->> 'amount')::bigint, 0),
+               coalesce((r -> 'total_discount_money' ->> 'amount')::bigint, 0)
+        FROM sel s
+        JOIN square.order_returns ret ON ret.merchant_id = p_merchant AND ret.order_id = s.id
+        CROSS JOIN LATERAL jsonb_array_elements(
+            CASE WHEN jsonb_typeof(ret.return_line_items) = 'array' THEN ret.return_line_items ELSE '[]' END) r
+    )
+    SELECT p_merchant, day, location_id, variation_id, min(currency),
+           count(DISTINCT order_id)::integer,
+           sum(qty), sum(gross), sum(disc) - sum(rdisc), sum(rqty), sum(rgross),
+           sum(gross) - sum(rgross) - (sum(disc) - sum(rdisc))
+    FROM parts
+    GROUP BY day, location_id, variation_id
+$$;
+
+-- 55_derived.sql: the item library's category names and first vendor info computed once per item
+-- and variation, not once per location.
+CREATE OR REPLACE FUNCTION squaresync._item_library_rows(p_merchant text)
+RETURNS SETOF square.square_item_library_export LANGUAGE sql STABLE AS $$
+    -- Per item and per variation once (not once per location): category names, first vendor info.
+    WITH cats AS (
+        SELECT i.id AS item_id, string_agg(c.name, ', ' ORDER BY u.ord) AS names
+        FROM square.catalog_items i
+        CROSS JOIN LATERAL unnest(i.category_ids) WITH ORDINALITY AS u(id, ord)
+        JOIN square.catalog_categories c ON c.merchant_id = i.merchant_id AND c.id = u.id AND NOT c.is_deleted
+        WHERE i.merchant_id = p_merchant
+        GROUP BY i.id
+    ),
+    vi AS (
+        SELECT DISTINCT ON (x.variation_id) x.*
+        FROM square.catalog_vendor_info x
+        WHERE x.merchant_id = p_merchant AND NOT x.is_deleted
+        ORDER BY x.variation_id, x.ordinal NULLS LAST, x.id
+    )
+    SELECT a.merchant_id, a.variation_id, a.location_id, v.item_id,
+           i.name, v.name, v.sku, i.description_plaintext,
+           cats.names,
+           rc.name,
+           i.product_type,
+           coalesce(a.price_amount, v.price_amount),
+           coalesce(a.price_currency, v.price_currency),
+           coalesce(a.pricing_type, v.pricing_type),
+           i.is_archived, v.sellable, v.stockable, i.is_taxable,
+           vi.price_amount, vi.price_currency, vi.vendor_id, vd.name, vi.sku,
+           l.name,
+           a.is_present,
+           inv.quantity,
+           coalesce(a.track_inventory, v.track_inventory),
+           coalesce(a.inventory_alert_type, v.inventory_alert_type) = 'LOW_QUANTITY',
+           coalesce(a.inventory_alert_threshold, v.inventory_alert_threshold),
+           coalesce(a.sold_out, false)
+    FROM square.catalog_location_availability a
+    JOIN square.catalog_variations v ON v.merchant_id = a.merchant_id AND v.id = a.variation_id
+    JOIN square.catalog_items i ON i.merchant_id = v.merchant_id AND i.id = v.item_id
+    JOIN square.locations l ON l.merchant_id = a.merchant_id AND l.id = a.location_id
+    LEFT JOIN square.catalog_categories rc
+           ON rc.merchant_id = i.merchant_id AND rc.id = i.reporting_category_id AND NOT rc.is_deleted
+    LEFT JOIN cats ON cats.item_id = i.id
+    LEFT JOIN vi ON vi.variation_id = v.id
+    LEFT JOIN square.vendors vd ON vd.merchant_id = vi.merchant_id AND vd.id = vi.vendor_id
+    LEFT JOIN square.catalog_inventory inv
+           ON inv.merchant_id = a.merchant_id AND inv.catalog_object_id = a.variation_id
+          AND inv.location_id = a.location_id AND inv.state = 'IN_STOCK'
+    WHERE a.merchant_id = p_merchant AND NOT v.is_deleted AND NOT i.is_deleted
+$$;
+
+-- 30_apply.sql: an update's audit compares the new values with the stored row converted once,
+-- not once per column.
+CREATE OR REPLACE FUNCTION squaresync._apply_table(p_run bigint, p_merchant text, p_table text, p_full boolean,
+                                        p_keys_only_inserts boolean DEFAULT false)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    d        squaresync.synced_tables%ROWTYPE;
+    keys     text[] := squaresync._key_columns(p_table);
+    cols     text[] := squaresync._data_columns(p_table, false);
+    allc     text[];
+    key_join text;
+    s_cols   text;
+    t_cols   text;
+    order_by text;
+    src      text;
+    scope    text;
+    del_sql  text;
+    after_ins text;
+    after_upd text;
+    pk_json  text;
+    q        text;
+    result   jsonb;
+BEGIN
+    SELECT * INTO STRICT d FROM squaresync.synced_tables WHERE table_name = p_table;
+    allc := keys || cols;
+    key_join := (SELECT string_agg(format('t.%1$I = s.%1$I', k), ' AND ') FROM unnest(keys) k);
+    s_cols := (SELECT string_agg(format('s.%I', c), ', ') FROM unnest(cols) c);
+    t_cols := (SELECT string_agg(format('(j.t_row).%I', c), ', ') FROM unnest(cols) c);
+    pk_json := (SELECT 'jsonb_build_object(' || string_agg(format('%L, %s.%I', k, '%1$s', k), ', ') || ')' FROM unnest(keys) k);
+    after_ins := (SELECT 'jsonb_build_object(' || string_agg(format('%L, j.%I', c, c), ', ') || ')'
+                  FROM unnest(allc) c WHERE c <> 'raw');
+
+    -- The staged rows, one per key: the newest by the guard column, then the latest page.
+    -- A child's rows come only from its parent's latest staged copy.
+    order_by := (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k)
+                || CASE WHEN d.guard_column IS NOT NULL THEN format(', %I DESC NULLS LAST', d.guard_column) ELSE '' END
+                || ', _batch DESC, _ord DESC';
+    src := format('SELECT DISTINCT ON (%s) * FROM squaresync.%I c', (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), 'stage_' || p_table);
+    IF d.parent_table IS NOT NULL THEN
+        src := src || format(' WHERE (c.%I, c._batch) IN (SELECT id, max(_batch) FROM squaresync.%I GROUP BY id)',
+                             d.parent_column, 'stage_' || d.parent_table);
+    END IF;
+    src := src || ' ORDER BY ' || order_by;
+
+    -- Which stored rows may vanish: all of them on a full read, the children of re-read parents.
+    IF p_full THEN
+        scope := 'true';
+    ELSIF d.parent_table IS NOT NULL THEN
+        scope := format('t.%I IN (SELECT id FROM squaresync.%I)', d.parent_column, 'stage_' || d.parent_table);
+    ELSE
+        scope := 'false';
+    END IF;
+    IF d.tombstone THEN
+        scope := scope || ' AND NOT t.is_deleted';
+    END IF;
+
+    IF d.tombstone THEN
+        del_sql := format($q$UPDATE square.%I t SET is_deleted = true, deleted_at = now(), synced_at = now()
+                             FROM gone g WHERE t.merchant_id = $2 AND %s$q$,
+                          p_table, (SELECT string_agg(format('t.%1$I = (g.t_row).%1$I', k), ' AND ') FROM unnest(keys) k));
+    ELSE
+        del_sql := format($q$DELETE FROM square.%I t USING gone g WHERE t.merchant_id = $2 AND %s$q$,
+                          p_table, (SELECT string_agg(format('t.%1$I = (g.t_row).%1$I', k), ' AND ') FROM unnest(keys) k));
+    END IF;
+
+    q := format($q$
+        WITH s AS MATERIALIZED (%1$s),
+        j AS MATERIALIZED (
+            SELECT s.*, t AS t_row, (t.merchant_id IS NULL) AS is_new, %18$s AS is_del
+            FROM s LEFT JOIN square.%2$I t ON t.merchant_id = $2 AND %3$s
+        ),
+        d AS MATERIALIZED (
+            SELECT * FROM j
+            WHERE is_new OR (ROW(%4$s) IS DISTINCT FROM ROW(%5$s) %6$s)
+        ),
+        gone AS MATERIALIZED (
+            SELECT t AS t_row FROM square.%2$I t
+            WHERE t.merchant_id = $2 AND %7$s AND NOT EXISTS (SELECT 1 FROM s WHERE %3$s)
+        ),
+        ins AS (
+            INSERT INTO square.%2$I (merchant_id, %8$s) SELECT $2, %8$s FROM d WHERE is_new
+        ),
+        upd AS (
+            UPDATE square.%2$I t SET (%9$s, synced_at) = (%10$s, now())
+            FROM d s WHERE NOT s.is_new AND t.merchant_id = $2 AND %3$s
+        ),
+        del AS (%11$s),
+        audit AS (
+            INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after)
+            SELECT $1, %12$L, %13$s,
+                   CASE WHEN j.is_new THEN 'insert' WHEN j.is_del THEN 'delete' ELSE 'update' END,
+                   CASE WHEN j.is_new THEN NULL ELSE to_jsonb(j.t_row) END,
+                   CASE WHEN j.is_new THEN CASE WHEN $3 THEN NULL ELSE %14$s END
+                        ELSE (SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(%15$s) a
+                              LEFT JOIN jsonb_each(to_jsonb(j.t_row)) b ON b.key = a.key
+                              WHERE a.value IS DISTINCT FROM b.value) END
+            FROM d j
+            UNION ALL
+            SELECT $1, %12$L, %16$s, 'delete', to_jsonb(g.t_row), %17$s
+            FROM gone g
+        )
+        SELECT jsonb_build_object(
+            'inserted', (SELECT count(*) FROM d WHERE is_new),
+            'updated', (SELECT count(*) FROM d WHERE NOT is_new AND NOT is_del),
+            'deleted', (SELECT count(*) FROM gone) + (SELECT count(*) FROM d WHERE is_del),
+            'unchanged', (SELECT count(*) FROM s) - (SELECT count(*) FROM d))
+        $q$,
+        src,                                                                   -- 1
+        p_table,                                                               -- 2
+        key_join,                                                              -- 3
+        (SELECT string_agg(format('j.%I', c), ', ') FROM unnest(cols) c),      -- 4
+        t_cols,                                                                -- 5
+        CASE WHEN d.guard_column IS NOT NULL
+             THEN format('AND NOT (j.%1$I < (j.t_row).%1$I)', d.guard_column) ELSE '' END,  -- 6
+        scope,                                                                 -- 7
+        (SELECT string_agg(format('%I', c), ', ') FROM unnest(allc) c),        -- 8
+        (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),        -- 9
+        s_cols,                                                                -- 10
+        del_sql,                                                               -- 11
+        p_table,                                                               -- 12
+        format(pk_json, 'j'),                                                  -- 13
+        after_ins,                                                             -- 14
+        (SELECT 'jsonb_build_object(' || string_agg(format('%L, j.%I', c, c), ', ') || ')' FROM unnest(cols) c), -- 15
+        (SELECT 'jsonb_build_object(' || string_agg(format('%L, (g.t_row).%I', k, k), ', ') || ')' FROM unnest(keys) k), -- 16
+        CASE WHEN d.tombstone THEN $j$jsonb_build_object('is_deleted', true, 'deleted_at', now())$j$ ELSE 'NULL::jsonb' END, -- 17
+        -- A tombstone Square sends for a live row is that row's deletion.
+        CASE WHEN d.tombstone THEN '(t.merchant_id IS NOT NULL AND s.is_deleted AND NOT t.is_deleted)' ELSE 'false' END -- 18
+    );
+    EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts;
+    RETURN result;
+END
+$fn$;
+
+-- 30_apply.sql: a synced table is analyzed after its first rows too.
+CREATE OR REPLACE FUNCTION squaresync._analyze_if_large(p_schema text, p_table text, p_counts jsonb)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    changed bigint;
+    est     double precision;
+BEGIN
+    SELECT reltuples INTO est FROM pg_class WHERE oid = format('%I.%I', p_schema, p_table)::regclass;
+    IF p_counts IS NULL THEN
+        EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %I.%I LIMIT 10001) x', p_schema, p_table) INTO changed;
+        IF changed > 10000 AND (est < 0 OR est < changed / 2) THEN
+            EXECUTE format('ANALYZE %I.%I', p_schema, p_table);
+        END IF;
+        RETURN;
+    END IF;
+    changed := (p_counts ->> 'inserted')::bigint + (p_counts ->> 'updated')::bigint + (p_counts ->> 'deleted')::bigint;
+    IF (changed > 0 AND est < 0) OR (changed > 1000 AND (est = 0 OR changed > est / 10)) THEN
+        EXECUTE format('ANALYZE %I.%I', p_schema, p_table);
+    END IF;
+END
+$fn$;
+ALTER FUNCTION squaresync._analyze_if_large(text, text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;

@@ -4,6 +4,7 @@
 #include "cpp_only.hpp"
 
 #include "http_client.hpp"
+#include "worker_thread.hpp"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -14,9 +15,12 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string_view>
+#include <utility>
 
 namespace squaresync {
 
@@ -44,6 +48,7 @@ using std::chrono::milliseconds;
 
 constexpr std::size_t kErrorBodyCap = 4096;
 constexpr long kPollCapMs = 100;
+constexpr int kMaxPreparing = 1;  // received pages waiting for, or in, prepare() beyond the transfers
 
 std::string lower(std::string s) {
     for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -219,7 +224,7 @@ void validate_base_url(const std::string& url) {
 
 struct HttpClient::Impl {
     struct Walk {
-        enum class State { Ready, InFlight, Waiting, Done };
+        enum class State { Ready, InFlight, Waiting, Preparing, Done };
         Impl* impl = nullptr;
         PageWalk* walk = nullptr;
         HttpRequest req;
@@ -236,6 +241,10 @@ struct HttpClient::Impl {
         bool too_large = false;
         bool out_of_memory = false;
         char errbuf[CURL_ERROR_SIZE] = {};
+        // A 2xx page handed to the helper thread (Preparing): owned by the job until it is done.
+        HttpResponse page;
+        std::exception_ptr page_error;
+        std::string page_line;
     };
 
     HttpConfig cfg;
@@ -249,6 +258,7 @@ struct HttpClient::Impl {
     bool abort_flag = false;
     bool running = false;
     std::vector<std::unique_ptr<Walk>>* walks = nullptr;  // of the current run
+    WorkerThread* preparer = nullptr;                     // of the current run, when in the background
 
     explicit Impl(HttpConfig c) : cfg(std::move(c)), retry(cfg.retry) {
         validate_base_url(cfg.base_url);
@@ -545,13 +555,27 @@ struct HttpClient::Impl {
         if (rc != CURLE_OK) {
             note = transport_failure(w, rc, status, curl_error);
         } else if (status >= 200 && status < 300) {
-            try {
-                note = deliver(w, status, std::move(body));
-            } catch (...) {
-                log(line + " -> page handler threw");
-                throw;
+            w.page = HttpResponse{status, std::move(body), w.attempt};
+            w.page_error = nullptr;
+            w.page_line = std::move(line);
+            if (preparer) {
+                w.state = Walk::State::Preparing;
+                Walk* wp = &w;
+                preparer->submit(wp, [wp] {
+                    try {
+                        wp->walk->prepare(wp->page);
+                    } catch (...) {
+                        wp->page_error = std::current_exception();
+                    }
+                });
+            } else {
+                try {
+                    w.walk->prepare(w.page);
+                } catch (...) {
+                    w.page_error = std::current_exception();
+                }
+                prepared(w);
             }
-            log(note.empty() ? line : line + " -> " + note);
             return;
         } else {
             note = status_failure(w, status, body);
@@ -671,14 +695,26 @@ struct HttpClient::Impl {
         return "failed, not retryable";
     }
 
-    // Gives a 2xx body to the walk; returns a note for the debug line (empty when accepted).
-    std::string deliver(Walk& w, long status, std::string&& body) {
-        std::optional<HttpRequest> next;
+    // A 2xx page of w went through prepare(): on to on_page() (or to a retry), then the debug line.
+    void prepared(Walk& w) {
+        std::string note;
         try {
-            HttpResponse resp;
-            resp.status = status;
-            resp.body = std::move(body);
-            resp.attempts = w.attempt;
+            note = deliver(w);
+        } catch (...) {
+            log(w.page_line + " -> page handler threw");
+            throw;
+        }
+        log(note.empty() ? w.page_line : w.page_line + " -> " + note);
+    }
+
+    // Gives w's prepared page to the walk; returns a note for the debug line (empty when accepted).
+    std::string deliver(Walk& w) {
+        std::optional<HttpRequest> next;
+        const long status = w.page.status;
+        try {
+            HttpResponse resp = std::move(w.page);
+            w.page = HttpResponse();
+            if (w.page_error) std::rethrow_exception(std::exchange(w.page_error, nullptr));
             next = w.walk->on_page(std::move(resp));
         } catch (const RetryableResponseError& e) {
             return "rejected by the page handler, " +
@@ -699,7 +735,7 @@ struct HttpClient::Impl {
     }
 
     // ---- the loop -----------------------------------------------------------------------------
-    void run(const std::vector<PageWalk*>& pages) {
+    void run(const std::vector<PageWalk*>& pages, bool background) {
         if (running)
             throw std::logic_error("HttpClient::run()/perform() called from inside a page callback; "
                                    "the client is not reentrant");
@@ -724,6 +760,16 @@ struct HttpClient::Impl {
         running = true;
         walks = &ws;
         abort_flag = false;
+        // Destroyed before the guard and the walks: no job outlives them.
+        std::optional<WorkerThread> helper;
+        if (background) {
+            helper.emplace([m = multi] { curl_multi_wakeup(m); });
+            preparer = &*helper;
+        }
+        struct Unset {
+            Impl* impl;
+            ~Unset() { impl->preparer = nullptr; }
+        } unset{this};
 
         for (auto& w : ws) w->req = w->walk->first();
 
@@ -732,13 +778,16 @@ struct HttpClient::Impl {
             if (check_abort()) throw aborted_error(ws);
 
             const auto now = Clock::now();
-            int in_flight = 0;
+            int in_flight = 0, preparing = 0;
             for (auto& w : ws) {
                 if (w->state == Walk::State::Waiting && w->wake <= now) w->state = Walk::State::Ready;
                 if (w->state == Walk::State::InFlight) ++in_flight;
+                if (w->state == Walk::State::Preparing) ++preparing;
             }
             for (auto& w : ws) {
-                if (in_flight >= max_in_flight) break;
+                // Pages received but not yet handled count too: memory stays bounded by a few pages
+                // even when the caller's work on them is slower than the network.
+                if (in_flight >= max_in_flight || in_flight + preparing >= max_in_flight + kMaxPreparing) break;
                 if (w->state != Walk::State::Ready) continue;
                 start(*w);
                 ++in_flight;
@@ -768,6 +817,12 @@ struct HttpClient::Impl {
                 if (!w || w->easy != easy || w->state != Walk::State::InFlight) continue;  // cancelled meanwhile
                 finish(*w, rc);
                 progressed = true;
+            }
+            if (preparer) {
+                for (void* tag : preparer->take_done()) {
+                    prepared(*static_cast<Walk*>(tag));
+                    progressed = true;
+                }
             }
             if (progressed || abort_flag) continue;
 
@@ -801,7 +856,7 @@ HttpClient::HttpClient(HttpConfig config) : impl_(std::make_unique<Impl>(std::mo
 
 HttpClient::~HttpClient() = default;
 
-void HttpClient::run(const std::vector<PageWalk*>& walks) { impl_->run(walks); }
+void HttpClient::run(const std::vector<PageWalk*>& walks) { impl_->run(walks, impl_->cfg.prepare_in_background); }
 
 HttpResponse HttpClient::perform(const HttpRequest& request) {
     struct Single : PageWalk {
@@ -816,7 +871,7 @@ HttpResponse HttpClient::perform(const HttpRequest& request) {
         void on_failure(const HttpError& e) override { error = e; }
     } single;
     single.req = request;
-    impl_->run({&single});
+    impl_->run({&single}, false);  // nothing to prepare: no helper thread
     if (single.error) throw *single.error;
     if (!single.response) throw std::logic_error("HttpClient::perform finished without a response");
     return std::move(*single.response);

@@ -27,6 +27,9 @@ struct HttpConfig {
     long request_timeout_ms = 60000;        // whole transfer, per attempt
     std::size_t max_response_bytes = 64u << 20;
     int max_concurrency = 4;                // transfers in flight at once
+    // Run PageWalk::prepare() on a helper thread (worker_thread.hpp), so parsing a page overlaps
+    // the caller's work on the previous one; false runs it inline, just before on_page().
+    bool prepare_in_background = true;
     RetryPolicy retry;
     // Polled at least every 100 ms while waiting (transfers, backoff sleeps). Returning true aborts
     // all transfers and run()/perform() throw HttpError{Aborted}. Must not throw.
@@ -95,13 +98,20 @@ struct HttpStats {
 };
 
 // One paginated listing: a chain of dependent requests. The client sends first(), gives each
-// successful (2xx) response to on_page(), which returns the next request (the cursor's) or nullopt
-// when the walk is done. A walk whose request fails for good gets on_failure() and stops; the other
-// walks go on, except after 401 (every walk is failed) or an abort (run() throws).
+// successful (2xx) response to prepare() and then to on_page(), which returns the next request (the
+// cursor's) or nullopt when the walk is done. A walk whose request fails for good gets on_failure()
+// and stops; the other walks go on, except after 401 (every walk is failed) or an abort (run()
+// throws).
 class PageWalk {
 public:
     virtual ~PageWalk() = default;
     virtual HttpRequest first() = 0;
+    // The pure half of handling a page (parse, map), on the client's helper thread when
+    // HttpConfig::prepare_in_background: it may touch only this walk's own state, never the
+    // caller's shared state or PostgreSQL. A walk has one page at a time, so prepare() and on_page()
+    // of one walk never overlap. Its exceptions count as on_page()'s.
+    virtual void prepare(HttpResponse& response) { (void)response; }
+    // On the thread that called run(), after prepare() of the same response.
     virtual std::optional<HttpRequest> on_page(HttpResponse&& response) = 0;
     virtual void on_failure(const HttpError& error) = 0;
 };

@@ -5,6 +5,7 @@
 #include "mapping.hpp"
 
 #include <cctype>
+#include <string_view>
 
 namespace squaresync {
 
@@ -28,28 +29,22 @@ std::vector<std::string> split(const std::string& s, char sep) {
     return parts;
 }
 
-const json* walk(const json* j, const std::vector<std::string>& parts) {
+using simdjson::dom::element_type;
+
+// The value at parts below j, or nullopt when a step is missing, not an object, or the value is null.
+std::optional<JsonElement> walk(std::optional<JsonElement> j, const std::vector<std::string>& parts) {
     for (const auto& p : parts) {
-        if (j == nullptr || !j->is_object()) return nullptr;
-        auto it = j->find(p);
-        if (it == j->end()) return nullptr;
-        j = &*it;
+        simdjson::dom::object o;
+        if (!j || j->get(o) != simdjson::SUCCESS) return std::nullopt;
+        JsonElement child;
+        if (o.at_key(p).get(child) != simdjson::SUCCESS) return std::nullopt;
+        j = child;
     }
-    return (j == nullptr || j->is_null()) ? nullptr : j;
+    if (!j || j->is_null()) return std::nullopt;
+    return j;
 }
 
-std::string describe(const json& v) {
-    switch (v.type()) {
-        case json::value_t::string: return "a string";
-        case json::value_t::boolean: return "a boolean";
-        case json::value_t::number_integer:
-        case json::value_t::number_unsigned: return "an integer";
-        case json::value_t::number_float: return "a number";
-        case json::value_t::object: return "an object";
-        case json::value_t::array: return "an array";
-        default: return "null";
-    }
-}
+std::string_view str(const JsonElement& v) { return std::string_view(v.get_string().value_unsafe()); }
 
 bool is_integer_text(const std::string& s) {
     std::size_t i = (!s.empty() && s[0] == '-') ? 1 : 0;
@@ -130,8 +125,8 @@ struct TableMapper::Expr {
 namespace {
 
 struct Ctx {
-    const json& element;
-    const json* parent;
+    const JsonElement& element;
+    const JsonElement* parent;
     std::size_t index;
     const std::string& table;
     const std::string& column;
@@ -141,38 +136,42 @@ struct Ctx {
     throw MappingError(c.table + "." + c.column + ": " + what);
 }
 
-bool truthy(const TableMapper::Expr& e, const Ctx& c) {
-    const json* base = e.from_parent ? c.parent : &c.element;
-    const json* v = walk(base, e.path);
-    if (v == nullptr) return false;
-    if (!v->is_boolean()) bad(c, "expected a boolean, got " + describe(*v));
-    return v->get<bool>();
+std::optional<JsonElement> base_of(const TableMapper::Expr& e, const Ctx& c) {
+    if (e.from_parent) return c.parent ? std::optional<JsonElement>(*c.parent) : std::nullopt;
+    return c.element;
 }
 
-std::optional<std::string> scalar_text(const json& v, PgType type, const Ctx& c) {
+bool truthy(const TableMapper::Expr& e, const Ctx& c) {
+    const auto v = walk(base_of(e, c), e.path);
+    if (!v) return false;
+    if (!v->is_bool()) bad(c, "expected a boolean, got " + describe(*v));
+    return v->get_bool().value_unsafe();
+}
+
+std::string bool_text(const JsonElement& v) { return v.get_bool().value_unsafe() ? "true" : "false"; }
+
+std::optional<std::string> scalar_text(const JsonElement& v, PgType type, const Ctx& c) {
+    const auto t = v.type();
     switch (type) {
-        case PgType::Jsonb: return v.dump();
+        case PgType::Jsonb: return simdjson::minify(v);
         case PgType::Text:
-            if (v.is_string()) return v.get_ref<const std::string&>();
-            if (v.is_boolean()) return std::string(v.get<bool>() ? "true" : "false");
-            return v.dump();
+            if (t == element_type::STRING) return std::string(str(v));
+            if (t == element_type::BOOL) return bool_text(v);
+            return simdjson::minify(v);
         case PgType::Integer:
         case PgType::Bigint:
-            if (v.is_number_integer()) return v.dump();
-            if (v.is_string() && is_integer_text(v.get_ref<const std::string&>()))
-                return v.get_ref<const std::string&>();
+            if (t == element_type::INT64 || t == element_type::UINT64) return simdjson::minify(v);
+            if (t == element_type::STRING && is_integer_text(std::string(str(v)))) return std::string(str(v));
             bad(c, "expected an integer, got " + describe(v));
         case PgType::Numeric:
-            if (v.is_number()) return v.dump();
-            if (v.is_string() && is_decimal_text(v.get_ref<const std::string&>()))
-                return v.get_ref<const std::string&>();
+            if (v.is_number()) return simdjson::minify(v);
+            if (t == element_type::STRING && is_decimal_text(std::string(str(v)))) return std::string(str(v));
             bad(c, "expected a decimal quantity, got " + describe(v));
         case PgType::Boolean:
-            if (v.is_boolean()) return std::string(v.get<bool>() ? "true" : "false");
+            if (t == element_type::BOOL) return bool_text(v);
             bad(c, "expected a boolean, got " + describe(v));
         case PgType::Timestamptz:
-            if (v.is_string() && looks_like_timestamp(v.get_ref<const std::string&>()))
-                return v.get_ref<const std::string&>();
+            if (t == element_type::STRING && looks_like_timestamp(std::string(str(v)))) return std::string(str(v));
             bad(c, "expected an RFC 3339 timestamp, got " + describe(v));
         case PgType::TextArray:
             bad(c, "expected an array path");
@@ -183,7 +182,7 @@ std::optional<std::string> scalar_text(const json& v, PgType type, const Ctx& c)
 std::optional<std::string> eval(const TableMapper::Expr& e, PgType type, const Ctx& c) {
     using E = TableMapper::Expr;
     switch (e.kind) {
-        case E::Raw: return c.element.dump();
+        case E::Raw: return simdjson::minify(c.element);
         case E::Index: return std::to_string(c.index);
         case E::HashIndex: return "#" + std::to_string(c.index);
         case E::Alt:
@@ -201,21 +200,21 @@ std::optional<std::string> eval(const TableMapper::Expr& e, PgType type, const C
             if (e.args.size() == 2 && truthy(*e.args[0], c)) return eval(*e.args[1], type, c);
             return std::nullopt;
         case E::Path: {
-            const json* base = e.from_parent ? c.parent : &c.element;
-            const json* v = walk(base, e.path);
-            if (v == nullptr) return std::nullopt;
+            const auto v = walk(base_of(e, c), e.path);
+            if (!v) return std::nullopt;
             return scalar_text(*v, type, c);
         }
         case E::ArrayPath: {
-            const json* base = e.from_parent ? c.parent : &c.element;
-            const json* arr = walk(base, e.path);
-            if (arr == nullptr) return std::nullopt;
-            if (!arr->is_array()) bad(c, "expected an array, got " + describe(*arr));
+            const auto arr = walk(base_of(e, c), e.path);
+            if (!arr) return std::nullopt;
+            simdjson::dom::array a;
+            if (arr->get(a) != simdjson::SUCCESS) bad(c, "expected an array, got " + describe(*arr));
             std::vector<std::string> items;
-            items.reserve(arr->size());
-            for (const auto& el : *arr) {
-                const json* v = e.elem_path.empty() ? (el.is_null() ? nullptr : &el) : walk(&el, e.elem_path);
-                if (v == nullptr) continue;
+            items.reserve(a.size());
+            for (JsonElement el : a) {
+                const auto v = e.elem_path.empty() ? (el.is_null() ? std::nullopt : std::optional<JsonElement>(el))
+                                                   : walk(el, e.elem_path);
+                if (!v) continue;
                 auto t = scalar_text(*v, PgType::Text, c);
                 if (t) items.push_back(std::move(*t));
             }
@@ -239,7 +238,8 @@ TableMapper::TableMapper(const TableDef& table) : table_(&table) {
 TableMapper::~TableMapper() = default;
 TableMapper::TableMapper(TableMapper&&) noexcept = default;
 
-void TableMapper::map_element(const json& element, const json* parent, std::size_t index, RowBatch& out) const {
+void TableMapper::map_element(const JsonElement& element, const JsonElement* parent, std::size_t index,
+                              RowBatch& out) const {
     if (!element.is_object())
         throw MappingError(table_->name + ": expected an object, got " + describe(element));
     const auto& cols = table_->columns;
@@ -257,17 +257,32 @@ void TableMapper::map_element(const json& element, const json* parent, std::size
     ++out.rows;
 }
 
-void TableMapper::map_object(const json& object, RowBatch& out) const {
+void TableMapper::map_object(const JsonElement& object, RowBatch& out) const {
     map_element(object, nullptr, 0, out);
 }
 
-void TableMapper::map_children(const json& parent, RowBatch& out) const {
-    const json* arr = walk(&parent, array_path_);
-    if (arr == nullptr) return;
-    if (!arr->is_array())
+void TableMapper::map_children(const JsonElement& parent, RowBatch& out) const {
+    const auto arr = walk(parent, array_path_);
+    if (!arr) return;
+    simdjson::dom::array a;
+    if (arr->get(a) != simdjson::SUCCESS)
         throw MappingError(table_->name + ": " + table_->array_path + " is " + describe(*arr) + ", not an array");
     std::size_t i = 0;
-    for (const auto& el : *arr) map_element(el, &parent, i++, out);
+    for (JsonElement el : a) map_element(el, &parent, i++, out);
+}
+
+std::string describe(const JsonElement& v) {
+    switch (v.type()) {
+        case element_type::STRING: return "a string";
+        case element_type::BOOL: return "a boolean";
+        case element_type::INT64:
+        case element_type::UINT64: return "an integer";
+        case element_type::DOUBLE: return "a number";
+        case element_type::OBJECT: return "an object";
+        case element_type::ARRAY: return "an array";
+        case element_type::NULL_VALUE: return "null";
+    }
+    return "null";
 }
 
 std::string pg_text_array(const std::vector<std::string>& values) {

@@ -1,6 +1,8 @@
 // mapping.hpp: Square JSON -> typed rows, driven by the table descriptions in tables.hpp. A row's
 // values are PostgreSQL text input (NULL as nullopt), stored column by column so a page of rows
-// becomes one array per column for a single set-based INSERT.
+// becomes one array per column for a single set-based INSERT. Pages are parsed with simdjson's DOM
+// (a page of orders is several MB: nlohmann's DOM parsed it at ~60 MB/s and held ~10x its size;
+// see docs/benchmarks.md); nlohmann/json builds requests and reads error bodies.
 #pragma once
 
 #include <memory>
@@ -10,12 +12,14 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <simdjson.h>
 
 #include "tables.hpp"
 
 namespace squaresync {
 
 using json = nlohmann::json;
+using JsonElement = simdjson::dom::element;
 
 // The JSON does not have the shape the table expects (a string where a number belongs, no id).
 struct MappingError : std::runtime_error {
@@ -40,18 +44,21 @@ public:
     const TableDef& table() const { return *table_; }
 
     // One row from a top-level object (a location, an order, a catalog object).
-    void map_object(const json& object, RowBatch& out) const;
+    void map_object(const JsonElement& object, RowBatch& out) const;
     // One row per element of the table's array_path inside parent (an order's line items).
-    void map_children(const json& parent, RowBatch& out) const;
+    void map_children(const JsonElement& parent, RowBatch& out) const;
 
     struct Expr;
 
 private:
-    void map_element(const json& element, const json* parent, std::size_t index, RowBatch& out) const;
+    void map_element(const JsonElement& element, const JsonElement* parent, std::size_t index, RowBatch& out) const;
     const TableDef* table_;
     std::vector<std::unique_ptr<Expr>> exprs_;
     std::vector<std::string> array_path_;
 };
+
+// A JSON value's type in words ("a string", "an object"), for error messages.
+std::string describe(const JsonElement& v);
 
 // A PostgreSQL array literal ({"a","b"}) of the given strings.
 std::string pg_text_array(const std::vector<std::string>& values);

@@ -204,64 +204,107 @@ struct StreamFetch::Walk : PageWalk {
         return request(std::nullopt);
     }
 
-    std::optional<HttpRequest> on_page(HttpResponse&& response) override {
-        if (owner.failed()) return std::nullopt;
+    // What prepare() made of a page, for on_page(): rows, the cursor, the greatest watermark seen,
+    // or Square's error.
+    struct Prepared {
+        std::vector<RowBatch> batches;
+        std::optional<std::string> cursor;
+        std::optional<std::string> watermark;
+        std::optional<std::int64_t> watermark_us;
+        std::string error, error_code;
+
+        void keep_latest(const std::string& ts) {
+            auto t = parse_rfc3339(ts);
+            if (t && (!watermark_us || *t > *watermark_us)) {
+                watermark_us = t;
+                watermark = ts;
+            }
+        }
+    };
+    std::optional<Prepared> prepared;
+
+    // Parses and maps the page (on the HTTP client's helper thread): only this walk's state, and
+    // the thread's own parser (its buffers are reused from page to page).
+    void prepare(HttpResponse& response) override {
+        prepared.reset();
         const Spec& s = *owner.spec_;
-        json body = json::parse(response.body, nullptr, false);
+        thread_local simdjson::dom::parser parser;
+        simdjson::dom::object body;
+        const auto parse_error = parser.parse(response.body).get(body);
+        if (parse_error == simdjson::INCORRECT_TYPE)
+            throw RetryableResponseError("Square sent " + label() + " as JSON that is not an object");
+        if (parse_error)
+            throw RetryableResponseError("Square sent malformed or truncated JSON for " + label() + " (" +
+                                         simdjson::error_message(parse_error) + ")");
         response.body.clear();
         response.body.shrink_to_fit();
-        if (body.is_discarded())
-            throw RetryableResponseError("Square sent malformed or truncated JSON for " + label());
-        if (!body.is_object())
-            throw RetryableResponseError("Square sent " + label() + " as JSON that is not an object");
-        if (auto e = body.find("errors"); e != body.end() && e->is_array() && !e->empty()) {
-            std::string code;
-            const std::string summary = square_error_summary(body.dump(), &code);
-            owner.fail("Square answered " + label() + " with an error: " + summary, code);
-            return std::nullopt;
+        Prepared p;
+        simdjson::dom::array errors;
+        if (body.at_key("errors").get(errors) == simdjson::SUCCESS && errors.size() > 0) {
+            p.error = "Square answered " + label() + " with an error: " +
+                      square_error_summary(simdjson::minify(body), &p.error_code);
+            prepared = std::move(p);
+            return;
         }
 
-        std::vector<RowBatch> batches;
         for (const auto& m : mappers) {
-            batches.emplace_back(m.object.table());
-            for (const auto& c : m.children) batches.emplace_back(c.table());
+            p.batches.emplace_back(m.object.table());
+            for (const auto& c : m.children) p.batches.emplace_back(c.table());
         }
+        auto string_at = [](simdjson::dom::object o, const std::string& key) -> std::optional<std::string> {
+            std::string_view v;
+            if (key.empty() || o.at_key(key).get(v) != simdjson::SUCCESS) return std::nullopt;
+            return std::string(v);
+        };
         try {
-            auto list = body.find(s.list_key);
-            if (list != body.end() && !list->is_null()) {
-                if (!list->is_array())
+            JsonElement list;
+            if (body.at_key(s.list_key).get(list) == simdjson::SUCCESS && !list.is_null()) {
+                simdjson::dom::array objects;
+                if (list.get(objects) != simdjson::SUCCESS)
                     throw MappingError("\"" + s.list_key + "\" is not an array");
-                for (const auto& obj : *list) {
-                    if (!obj.is_object()) throw MappingError("an element of \"" + s.list_key + "\" is not an object");
+                for (JsonElement el : objects) {
+                    simdjson::dom::object obj;
+                    if (el.get(obj) != simdjson::SUCCESS)
+                        throw MappingError("an element of \"" + s.list_key + "\" is not an object");
+                    const auto type = string_at(obj, "type");
                     std::size_t b = 0;
                     for (const auto& m : mappers) {
-                        const bool match = m.type.empty() || (obj.contains("type") && obj["type"] == m.type);
-                        if (match) {
-                            m.object.map_object(obj, batches[b]);
+                        if (m.type.empty() || type == m.type) {
+                            m.object.map_object(el, p.batches[b]);
                             for (std::size_t c = 0; c < m.children.size(); ++c)
-                                m.children[c].map_children(obj, batches[b + 1 + c]);
+                                m.children[c].map_children(el, p.batches[b + 1 + c]);
                         }
                         b += 1 + m.children.size();
                     }
-                    if (!s.watermark_field.empty()) {
-                        auto w = obj.find(s.watermark_field);
-                        if (w != obj.end() && w->is_string()) owner.note_watermark(*w);
-                    }
+                    if (auto w = string_at(obj, s.watermark_field)) p.keep_latest(*w);
                 }
             }
         } catch (const MappingError& e) {
             throw RetryableResponseError("Square sent " + label() + " in an unexpected shape: " + e.what());
         }
-        if (s.catalog_latest_time && page == 0) {
-            auto lt = body.find("latest_time");
-            if (lt != body.end() && lt->is_string()) owner.note_watermark(*lt);
+        if (s.catalog_latest_time && page == 0)
+            if (auto lt = string_at(body, "latest_time")) p.keep_latest(*lt);
+        if (s.paged)
+            if (auto c = string_at(body, "cursor"); c && !c->empty()) p.cursor = *c;
+        prepared = std::move(p);
+    }
+
+    // Stages the prepared page (on the caller's thread) and returns the next page's request.
+    std::optional<HttpRequest> on_page(HttpResponse&&) override {
+        Prepared p = std::move(prepared.value());
+        prepared.reset();
+        if (owner.failed()) return std::nullopt;
+        if (!p.error.empty()) {
+            owner.fail(p.error, p.error_code);
+            return std::nullopt;
         }
+        if (p.watermark) owner.note_watermark(*p.watermark);
 
         ++owner.pages_;
-        for (const auto& b : batches) owner.rows_ += static_cast<std::int64_t>(b.rows);
+        for (const auto& b : p.batches) owner.rows_ += static_cast<std::int64_t>(b.rows);
         owner.sink_.progress(owner.name_ + " page " + std::to_string(owner.pages_));
         try {
-            owner.sink_.stage(owner.name_, batches);
+            owner.sink_.stage(owner.name_, p.batches);
         } catch (const RunAbort&) {
             throw;
         } catch (const std::exception& e) {
@@ -269,18 +312,15 @@ struct StreamFetch::Walk : PageWalk {
             return std::nullopt;
         }
 
-        if (!s.paged) return std::nullopt;
-        auto c = body.find("cursor");
-        if (c == body.end() || !c->is_string() || c->get_ref<const std::string&>().empty()) return std::nullopt;
-        const std::string cursor = *c;
-        if (!seen_cursors.insert(cursor).second) {
+        if (!p.cursor) return std::nullopt;
+        if (!seen_cursors.insert(*p.cursor).second) {
             owner.fail("Square returned the same page cursor twice for " + label() +
                            "; stopped instead of looping (the stream was not applied; the next run retries it)",
                        "REPEATED_CURSOR");
             return std::nullopt;
         }
         ++page;
-        return request(cursor);
+        return request(*p.cursor);
     }
 
     void on_failure(const HttpError& error) override {

@@ -13,8 +13,11 @@ extern "C" {
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 }
+
+#include <malloc.h>
 
 #include <algorithm>
 #include <chrono>
@@ -314,7 +317,17 @@ void squaresync_sync_main(Datum main_arg) {
     memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof args);
     BackgroundWorkerInitializeConnectionByOid(args.database, args.role, 0);
     const std::int64_t run_id = DatumGetInt64(main_arg);
+    // No JIT: the apply's statements run once each, so compiling them costs more than it saves,
+    // and loading LLVM adds ~50 MiB to the worker. No parallel query: it would take parallel
+    // workers from the seller's own queries and map a shared memory segment per plan.
+    SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
+    SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_SESSION);
 
+#ifdef M_ARENA_MAX
+    // One malloc arena for the process: the pages the HTTP client's helper thread parses are freed
+    // by this thread, and a second arena would keep its own high-water mark on top of ours.
+    mallopt(M_ARENA_MAX, 1);
+#endif
     MemoryContext ctx = AllocSetContextCreate(TopMemoryContext, "squaresync sync", ALLOCSET_DEFAULT_SIZES);
     MemoryContextSwitchTo(ctx);
 

@@ -7,12 +7,14 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -20,6 +22,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "http_client.hpp"
@@ -662,6 +665,124 @@ TEST(HttpClient, NestedRunFromOnPageIsRejected) {
     FnWalk nested(get("/echo"), [&client](const HttpResponse&) { client.perform(get("/echo")); });
     EXPECT_THROW(client.run({&nested}), std::logic_error);
     EXPECT_EQ(client.stats().requests, 1u);
+    EXPECT_EQ(client.perform(get("/echo")).status, 200);
+}
+
+// ---- prepare() on the helper thread ----------------------------------------------------------------
+
+// A paging walk that records where prepare() and on_page() ran, whether prepare() could receive
+// SIGTERM, and how many pages of all walks were between the start of prepare() and the end of
+// on_page() at once (the client holds them in memory).
+struct ThreadWalk : PagingWalk {
+    std::thread::id prepare_thread, page_thread;
+    bool sigterm_blocked = false, sigalrm_blocked = false;
+    std::atomic<int>& held;
+    std::atomic<int>& max_held;
+    int page_ms;
+    ThreadWalk(std::string k, int pages, std::atomic<int>& h, std::atomic<int>& mh, int slow_ms = 0)
+        : PagingWalk(std::move(k), pages), held(h), max_held(mh), page_ms(slow_ms) {}
+    void prepare(HttpResponse&) override {
+        prepare_thread = std::this_thread::get_id();
+        sigset_t mask;
+        pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+        sigterm_blocked = sigismember(&mask, SIGTERM) == 1;
+        sigalrm_blocked = sigismember(&mask, SIGALRM) == 1;
+        const int now = ++held;
+        int seen = max_held.load();
+        while (now > seen && !max_held.compare_exchange_weak(seen, now)) {
+        }
+    }
+    std::optional<HttpRequest> on_page(HttpResponse&& r) override {
+        page_thread = std::this_thread::get_id();
+        if (page_ms) std::this_thread::sleep_for(milliseconds(page_ms));  // the caller's slow work (staging)
+        auto next = PagingWalk::on_page(std::move(r));
+        --held;
+        return next;
+    }
+};
+
+TEST(HttpClientPrepare, RunsOnAHelperThreadWithEverySignalBlocked) {
+    Peer peer;
+    HttpClient client(config_for(peer));
+    std::atomic<int> held{0}, max_held{0};
+    ThreadWalk w("w", 3, held, max_held);
+    client.run({&w});
+    EXPECT_EQ(w.ids, (std::vector<std::string>{"w-0", "w-1", "w-2"}));
+    EXPECT_NE(w.prepare_thread, std::this_thread::get_id());
+    EXPECT_EQ(w.page_thread, std::this_thread::get_id());
+    EXPECT_TRUE(w.sigterm_blocked);
+    EXPECT_TRUE(w.sigalrm_blocked);
+    // The caller's own mask is what it was.
+    sigset_t mask;
+    pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+    EXPECT_EQ(sigismember(&mask, SIGTERM), 0);
+}
+
+TEST(HttpClientPrepare, InlineWhenNotInTheBackground) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.prepare_in_background = false;
+    HttpClient client(c);
+    std::atomic<int> held{0}, max_held{0};
+    ThreadWalk w("w", 2, held, max_held);
+    client.run({&w});
+    EXPECT_EQ(w.ids.size(), 2u);
+    EXPECT_EQ(w.prepare_thread, std::this_thread::get_id());
+    EXPECT_FALSE(w.sigterm_blocked);
+}
+
+TEST(HttpClientPrepare, PagesHeldStayBoundedWhenTheCallerIsSlow) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.max_concurrency = 2;
+    HttpClient client(c);
+    std::atomic<int> held{0}, max_held{0};
+    std::vector<std::unique_ptr<ThreadWalk>> walks;
+    std::vector<PageWalk*> ptrs;
+    for (int i = 0; i < 8; ++i) {
+        walks.push_back(std::make_unique<ThreadWalk>("w" + std::to_string(i), 4, held, max_held, 30));
+        ptrs.push_back(walks.back().get());
+    }
+    client.run(ptrs);
+    for (auto& w : walks) EXPECT_EQ(w->ids.size(), 4u) << w->key;
+    EXPECT_EQ(held.load(), 0);
+    EXPECT_GE(max_held.load(), 2);  // pages were prepared while the caller worked on another
+    EXPECT_LE(max_held.load(), 2 + 1) << "more pages in memory than max_concurrency + 1";
+}
+
+TEST(HttpClientPrepare, RetryableErrorFromPrepareRetriesTheRequest) {
+    Peer peer;
+    HttpClient client(config_for(peer));
+    struct Walk : FnWalk {
+        int prepares = 0;
+        using FnWalk::FnWalk;
+        void prepare(HttpResponse&) override {
+            if (++prepares == 1) throw RetryableResponseError("truncated JSON");
+        }
+    } w(get("/echo?k=prep"));
+    client.run({&w});
+    EXPECT_FALSE(w.failure.has_value());
+    EXPECT_EQ(w.prepares, 2);
+    ASSERT_EQ(w.responses.size(), 1u);
+    EXPECT_EQ(w.responses[0].attempts, 2);
+    EXPECT_EQ(client.stats().retries, 1u);
+}
+
+TEST(HttpClientPrepare, OtherExceptionsFromPrepareAreRethrownOnTheCallersThread) {
+    Peer peer;
+    HttpClient client(config_for(peer));
+    struct Walk : FnWalk {
+        using FnWalk::FnWalk;
+        void prepare(HttpResponse&) override { throw std::logic_error("boom in prepare"); }
+    } w(get("/echo"));
+    FnWalk other(get("/echo?k=other"));
+    try {
+        client.run({&w, &other});
+        FAIL() << "run() should have thrown";
+    } catch (const std::logic_error& e) {
+        EXPECT_STREQ(e.what(), "boom in prepare");
+    }
+    EXPECT_FALSE(w.failure.has_value());
     EXPECT_EQ(client.perform(get("/echo")).status, 200);
 }
 

@@ -1,5 +1,5 @@
 // Unit tests for streams, without a network: StreamFetch's walks are driven by hand (first(),
-// on_page() with crafted Square pages, on_failure() with crafted HttpErrors) and a recording RowSink.
+// prepare() and on_page() with crafted Square pages, on_failure() with crafted HttpErrors) and a recording RowSink.
 // Covers each stream's first request (method, target, body, incremental vs full), cursor paging,
 // repeated cursors, malformed and wrong-shaped pages, Square's error envelope, INVALID_CURSOR
 // restarts, failure codes, the rows handed to the sink, page/row counts, the next watermark, sink
@@ -82,6 +82,12 @@ StreamOptions full(std::vector<std::string> locations = {"L1", "L2"}) {
 
 HttpResponse page(const json& body) { return HttpResponse{200, body.dump(), 1}; }
 HttpResponse raw_page(const std::string& body) { return HttpResponse{200, body, 1}; }
+
+// What the HTTP client does with a 2xx page: prepare() (parse, map), then on_page() (stage, next).
+std::optional<HttpRequest> deliver(PageWalk* w, HttpResponse r) {
+    w->prepare(r);
+    return w->on_page(std::move(r));
+}
 
 std::string url_decode(const std::string& s) {
     std::string out;
@@ -396,7 +402,7 @@ TEST(StreamPaging, PostCursorGoesInTheBody) {
     StreamFetch f("orders", incremental({"L1"}), sink);
     PageWalk* w = f.walks().at(0);
     const json first = json::parse(w->first().body);
-    auto next = w->on_page(page({{"orders", {order("O1", "2024-03-05T09:01:00Z")}}, {"cursor", "c1/+= é"}}));
+    auto next = deliver(w, page({{"orders", {order("O1", "2024-03-05T09:01:00Z")}}, {"cursor", "c1/+= é"}}));
     ASSERT_TRUE(next);
     EXPECT_EQ(next->method, "POST");
     EXPECT_EQ(next->target, "/v2/orders/search");
@@ -405,12 +411,12 @@ TEST(StreamPaging, PostCursorGoesInTheBody) {
     b.erase("cursor");
     EXPECT_EQ(b, first);  // everything else as on the first page
     EXPECT_EQ(next->label, "orders at L1 page 2");
-    next = w->on_page(page({{"orders", json::array()}, {"cursor", "c2"}}));
+    next = deliver(w, page({{"orders", json::array()}, {"cursor", "c2"}}));
     ASSERT_TRUE(next);
     EXPECT_EQ(json::parse(next->body)["cursor"], "c2");
     EXPECT_EQ(next->label, "orders at L1 page 3");
     // No cursor, an empty one or a non-string one: the walk is done.
-    EXPECT_FALSE(w->on_page(page({{"orders", json::array()}})));
+    EXPECT_FALSE(deliver(w, page({{"orders", json::array()}})));
     EXPECT_FALSE(f.failed());
     EXPECT_EQ(f.pages(), 3);
     EXPECT_EQ(f.rows(), 1);
@@ -422,7 +428,7 @@ TEST(StreamPaging, EndOfWalk) {
         StreamFetch f("vendors", full(), sink);
         PageWalk* w = f.walks().at(0);
         w->first();
-        EXPECT_FALSE(w->on_page(page({{"vendors", json::array()}, {"cursor", c}}))) << c.dump();
+        EXPECT_FALSE(deliver(w, page({{"vendors", json::array()}, {"cursor", c}}))) << c.dump();
         EXPECT_FALSE(f.failed());
     }
 }
@@ -432,7 +438,7 @@ TEST(StreamPaging, GetCursorGoesInTheQueryEncoded) {
     StreamFetch f("payments", incremental({"L1"}), sink);
     PageWalk* w = f.walks().at(0);
     const std::string first = w->first().target;
-    auto next = w->on_page(page({{"payments", J(R"([{"id": "P1", "updated_at": "2024-03-05T09:02:00Z"}])")},
+    auto next = deliver(w, page({{"payments", J(R"([{"id": "P1", "updated_at": "2024-03-05T09:02:00Z"}])")},
                                  {"cursor", "a b&c=d/+%"}}));
     ASSERT_TRUE(next);
     EXPECT_EQ(next->method, "GET");
@@ -440,14 +446,14 @@ TEST(StreamPaging, GetCursorGoesInTheQueryEncoded) {
     EXPECT_EQ(parse_target(next->target).map().at("cursor"), "a b&c=d/+%");
     EXPECT_EQ(next->label, "payments at L1 page 2");
     // The next cursor replaces the previous one.
-    next = w->on_page(page({{"payments", json::array()}, {"cursor", "second"}}));
+    next = deliver(w, page({{"payments", json::array()}, {"cursor", "second"}}));
     ASSERT_TRUE(next);
     EXPECT_EQ(next->target, first + "&cursor=second");
 
     StreamFetch t("transactions", full({"L1"}), sink);
     PageWalk* tw = t.walks().at(0);
     const std::string tfirst = tw->first().target;
-    next = tw->on_page(page({{"transactions", json::array()}, {"cursor", "tc"}}));
+    next = deliver(tw, page({{"transactions", json::array()}, {"cursor", "tc"}}));
     ASSERT_TRUE(next);
     EXPECT_EQ(next->target, tfirst + "&cursor=tc");
 }
@@ -457,7 +463,7 @@ TEST(StreamPaging, LocationsAreOnePage) {
     StreamFetch f("locations", full(), sink);
     PageWalk* w = f.walks().at(0);
     w->first();
-    EXPECT_FALSE(w->on_page(page({{"locations", J(R"([{"id": "L1"}])")}, {"cursor", "ignored"}})));
+    EXPECT_FALSE(deliver(w, page({{"locations", J(R"([{"id": "L1"}])")}, {"cursor", "ignored"}})));
     EXPECT_FALSE(f.failed());
     EXPECT_EQ(f.rows(), 1);
 }
@@ -467,16 +473,16 @@ TEST(StreamPaging, RepeatedCursorFailsAndStops) {
     StreamFetch f("catalog", incremental(), sink);
     PageWalk* w = f.walks().at(0);
     w->first();
-    ASSERT_TRUE(w->on_page(page({{"objects", json::array()}, {"cursor", "A"}})));
-    ASSERT_TRUE(w->on_page(page({{"objects", json::array()}, {"cursor", "B"}})));
-    EXPECT_FALSE(w->on_page(page({{"objects", json::array()}, {"cursor", "A"}})));
+    ASSERT_TRUE(deliver(w, page({{"objects", json::array()}, {"cursor", "A"}})));
+    ASSERT_TRUE(deliver(w, page({{"objects", json::array()}, {"cursor", "B"}})));
+    EXPECT_FALSE(deliver(w, page({{"objects", json::array()}, {"cursor", "A"}})));
     EXPECT_TRUE(f.failed());
     EXPECT_EQ(f.error_code(), "REPEATED_CURSOR");
     EXPECT_NE(f.error().find("same page cursor twice"), std::string::npos) << f.error();
     EXPECT_EQ(f.pages(), 3);
     // The walk is stopped: later pages are ignored and not staged.
     const std::size_t staged = sink.staged.size();
-    EXPECT_FALSE(w->on_page(page({{"objects", json::array()}, {"cursor", "C"}})));
+    EXPECT_FALSE(deliver(w, page({{"objects", json::array()}, {"cursor", "C"}})));
     EXPECT_EQ(sink.staged.size(), staged);
     EXPECT_EQ(f.pages(), 3);
 }
@@ -487,11 +493,11 @@ TEST(StreamPaging, SameCursorInDifferentWalksOrAfterARestartIsFine) {
     auto w = f.walks();
     w[0]->first();
     w[1]->first();
-    ASSERT_TRUE(w[0]->on_page(page({{"orders", json::array()}, {"cursor", "same"}})));
-    ASSERT_TRUE(w[1]->on_page(page({{"orders", json::array()}, {"cursor", "same"}})));
+    ASSERT_TRUE(deliver(w[0], page({{"orders", json::array()}, {"cursor", "same"}})));
+    ASSERT_TRUE(deliver(w[1], page({{"orders", json::array()}, {"cursor", "same"}})));
     // first() starts the walk over, forgetting its cursors.
     w[0]->first();
-    ASSERT_TRUE(w[0]->on_page(page({{"orders", json::array()}, {"cursor", "same"}})));
+    ASSERT_TRUE(deliver(w[0], page({{"orders", json::array()}, {"cursor", "same"}})));
     EXPECT_FALSE(f.failed());
 }
 
@@ -522,13 +528,13 @@ TEST(StreamPages, UnusableBodiesAreRetryable) {
         StreamFetch f("orders", incremental({"L1"}), sink);
         PageWalk* w = f.walks().at(0);
         w->first();
-        EXPECT_THROW(w->on_page(raw_page(body)), RetryableResponseError) << body;
+        EXPECT_THROW(deliver(w, raw_page(body)), RetryableResponseError) << body;
         EXPECT_FALSE(f.failed()) << body;
         EXPECT_TRUE(sink.staged.empty()) << body;
         EXPECT_EQ(f.pages(), 0) << body;
         EXPECT_EQ(f.rows(), 0) << body;
         // The client retries the same request; a good answer then goes through.
-        EXPECT_FALSE(w->on_page(page({{"orders", {order("O1", "2024-03-05T09:01:00Z")}}}))) << body;
+        EXPECT_FALSE(deliver(w, page({{"orders", {order("O1", "2024-03-05T09:01:00Z")}}}))) << body;
         EXPECT_EQ(f.pages(), 1) << body;
         EXPECT_EQ(sink.staged.size(), 1u) << body;
     }
@@ -540,7 +546,7 @@ TEST(StreamPages, RetryableMessagesSayWhatAndWhere) {
     PageWalk* w = f.walks().at(0);
     w->first();
     try {
-        w->on_page(raw_page(R"({"orders": [{"location_id": "L1"}]})"));
+        deliver(w, raw_page(R"({"orders": [{"location_id": "L1"}]})"));
         FAIL() << "no exception";
     } catch (const RetryableResponseError& e) {
         const std::string m = e.what();
@@ -548,13 +554,13 @@ TEST(StreamPages, RetryableMessagesSayWhatAndWhere) {
         EXPECT_NE(m.find("id"), std::string::npos) << m;
     }
     try {
-        w->on_page(raw_page(R"({"orders": "x"})"));
+        deliver(w, raw_page(R"({"orders": "x"})"));
         FAIL() << "no exception";
     } catch (const RetryableResponseError& e) {
         EXPECT_NE(std::string(e.what()).find("\"orders\" is not an array"), std::string::npos) << e.what();
     }
     try {
-        w->on_page(raw_page(R"({"orders": [{"id": "O", "total_money": {"amount": "lots"}}]})"));
+        deliver(w, raw_page(R"({"orders": [{"id": "O", "total_money": {"amount": "lots"}}]})"));
         FAIL() << "no exception";
     } catch (const RetryableResponseError& e) {
         EXPECT_NE(std::string(e.what()).find("orders.total_money_amount"), std::string::npos) << e.what();
@@ -567,7 +573,7 @@ TEST(StreamPages, EmptyOrNullListIsAnEmptyPage) {
         StreamFetch f("orders", incremental({"L1"}), sink);
         PageWalk* w = f.walks().at(0);
         w->first();
-        EXPECT_FALSE(w->on_page(raw_page(body))) << body;
+        EXPECT_FALSE(deliver(w, raw_page(body))) << body;
         EXPECT_FALSE(f.failed()) << body;
         EXPECT_EQ(f.pages(), 1);
         EXPECT_EQ(f.rows(), 0);
@@ -582,7 +588,7 @@ TEST(StreamPages, SquareErrorEnvelopeOn200FailsTheStream) {
     StreamFetch f("payments", incremental({"L1"}), sink);
     PageWalk* w = f.walks().at(0);
     w->first();
-    EXPECT_FALSE(w->on_page(raw_page(
+    EXPECT_FALSE(deliver(w, raw_page(
         R"({"errors": [{"category": "INVALID_REQUEST_ERROR", "code": "INVALID_TIME_RANGE", "detail": "begin after end"}],
             "payments": [{"id": "P1"}], "cursor": "c"})")));
     EXPECT_TRUE(f.failed());
@@ -600,8 +606,8 @@ TEST(StreamPages, AFailedStreamIgnoresItsOtherWalks) {
     auto w = f.walks();
     w[0]->first();
     w[1]->first();
-    EXPECT_FALSE(w[0]->on_page(raw_page(envelope("INTERNAL_SERVER_ERROR"))));
-    EXPECT_FALSE(w[1]->on_page(page({{"orders", {order("O2", "2024-03-06T00:00:00Z", "L2")}}, {"cursor", "c"}})));
+    EXPECT_FALSE(deliver(w[0], raw_page(envelope("INTERNAL_SERVER_ERROR"))));
+    EXPECT_FALSE(deliver(w[1], page({{"orders", {order("O2", "2024-03-06T00:00:00Z", "L2")}}, {"cursor", "c"}})));
     EXPECT_TRUE(sink.staged.empty());
     EXPECT_EQ(f.error_code(), "INTERNAL_SERVER_ERROR");
 }
@@ -613,7 +619,7 @@ TEST(StreamFailures, InvalidCursorAfterTheFirstPageRestarts) {
     StreamFetch f("orders", incremental({"L1", "L2"}), sink);
     auto w = f.walks();
     const std::string first_body = w[1]->first().body;
-    ASSERT_TRUE(w[1]->on_page(page({{"orders", {order("O1", "2024-03-05T09:01:00Z", "L2")}}, {"cursor", "c1"}})));
+    ASSERT_TRUE(deliver(w[1], page({{"orders", {order("O1", "2024-03-05T09:01:00Z", "L2")}}, {"cursor", "c1"}})));
     w[1]->on_failure(HttpError(FailureKind::HttpStatus, 400, "Square answered 400", envelope("INVALID_CURSOR")));
     EXPECT_FALSE(f.failed());
     auto r = f.take_restarts();
@@ -624,7 +630,7 @@ TEST(StreamFailures, InvalidCursorAfterTheFirstPageRestarts) {
     const HttpRequest again = r[0]->first();
     EXPECT_EQ(again.body, first_body);
     EXPECT_EQ(again.label, "orders at L2 page 1");
-    ASSERT_TRUE(r[0]->on_page(page({{"orders", json::array()}, {"cursor", "c1"}})));  // c1 is new again
+    ASSERT_TRUE(deliver(r[0], page({{"orders", json::array()}, {"cursor", "c1"}})));  // c1 is new again
     EXPECT_FALSE(f.failed());
 }
 
@@ -734,7 +740,7 @@ TEST(StreamRows, OrdersPageFillsEveryOrderTable) {
     o1["tenders"] = J(R"([{"id": "TN1", "type": "CARD", "amount_money": {"amount": 500, "currency": "USD"}},
                           {"id": "TN2", "type": "CASH"}])");
     const json o2 = order("O2", "2024-03-05T09:02:00Z");
-    EXPECT_FALSE(w->on_page(page({{"orders", {o1, o2}}})));
+    EXPECT_FALSE(deliver(w, page({{"orders", {o1, o2}}})));
 
     ASSERT_EQ(sink.staged.size(), 1u);
     EXPECT_EQ(sink.staged[0].stream, "orders");
@@ -782,7 +788,7 @@ TEST(StreamRows, CatalogObjectsRouteByType) {
         {"type": "TAX", "id": "TAX1", "tax_data": {"name": "VAT"}},
         {"id": "UNTYPED"}],
       "latest_time": "2024-03-04T12:00:00Z"})");
-    EXPECT_FALSE(w->on_page(page(body)));
+    EXPECT_FALSE(deliver(w, page(body)));
     ASSERT_EQ(sink.staged.size(), 1u);
     EXPECT_EQ(sink.staged[0].stream, "catalog");
     EXPECT_EQ(sink.batch(0, "catalog_categories").rows, 1u);
@@ -823,7 +829,7 @@ TEST(StreamRows, EveryStreamStagesItsTables) {
         StreamFetch f(c.stream, incremental({"L1"}), sink);
         PageWalk* w = f.walks().at(0);
         w->first();
-        EXPECT_FALSE(w->on_page(raw_page(c.body))) << c.stream;
+        EXPECT_FALSE(deliver(w, raw_page(c.body))) << c.stream;
         EXPECT_FALSE(f.failed()) << c.stream << ": " << f.error();
         ASSERT_EQ(sink.staged.size(), 1u) << c.stream;
         EXPECT_EQ(sink.staged[0].stream, c.stream);
@@ -843,9 +849,9 @@ TEST(StreamRows, CountsAccumulateOverPagesAndWalks) {
     auto w = f.walks();
     w[0]->first();
     w[1]->first();
-    ASSERT_TRUE(w[0]->on_page(page({{"payments", J(R"([{"id": "P1"}, {"id": "P2"}])")}, {"cursor", "x"}})));
-    EXPECT_FALSE(w[1]->on_page(page({{"payments", J(R"([{"id": "P3"}])")}})));
-    EXPECT_FALSE(w[0]->on_page(page({{"payments", J(R"([{"id": "P4"}])")}})));
+    ASSERT_TRUE(deliver(w[0], page({{"payments", J(R"([{"id": "P1"}, {"id": "P2"}])")}, {"cursor", "x"}})));
+    EXPECT_FALSE(deliver(w[1], page({{"payments", J(R"([{"id": "P3"}])")}})));
+    EXPECT_FALSE(deliver(w[0], page({{"payments", J(R"([{"id": "P4"}])")}})));
     EXPECT_EQ(f.pages(), 3);
     EXPECT_EQ(f.rows(), 4);
     EXPECT_EQ(sink.staged.size(), 3u);
@@ -859,7 +865,7 @@ TEST(StreamRows, SinkFailureFailsTheStream) {
     StreamFetch f("orders", incremental({"L1"}), sink);
     PageWalk* w = f.walks().at(0);
     w->first();
-    EXPECT_FALSE(w->on_page(page({{"orders", {order("O1", "2024-03-05T09:01:00Z")}}, {"cursor", "more"}})));
+    EXPECT_FALSE(deliver(w, page({{"orders", {order("O1", "2024-03-05T09:01:00Z")}}, {"cursor", "more"}})));
     EXPECT_TRUE(f.failed());
     EXPECT_EQ(f.error_code(), "STAGING_FAILED");
     EXPECT_NE(f.error().find("disk full"), std::string::npos) << f.error();
@@ -877,16 +883,16 @@ TEST(StreamRows, FailureMessagesNameThePageThatFailed) {
     StreamFetch f("orders", incremental({"L1"}), sink);
     PageWalk* w = f.walks().at(0);
     w->first();
-    w->on_page(page({{"orders", json::array()}}));
+    deliver(w, page({{"orders", json::array()}}));
     EXPECT_NE(f.error().find("orders at L1 page 1"), std::string::npos) << f.error();
 
     RecordingSink ok;
     StreamFetch g("catalog", full(), ok);
     PageWalk* gw = g.walks().at(0);
     gw->first();
-    gw->on_page(page({{"cursor", "A"}}));
-    gw->on_page(page({{"cursor", "B"}}));
-    gw->on_page(page({{"cursor", "A"}}));
+    deliver(gw, page({{"cursor", "A"}}));
+    deliver(gw, page({{"cursor", "B"}}));
+    deliver(gw, page({{"cursor", "A"}}));
     EXPECT_EQ(g.error_code(), "REPEATED_CURSOR");
     EXPECT_NE(g.error().find("catalog page 3"), std::string::npos) << g.error();
 }
@@ -897,7 +903,7 @@ TEST(StreamRows, RunAbortPropagates) {
     StreamFetch f("orders", incremental({"L1"}), sink);
     PageWalk* w = f.walks().at(0);
     w->first();
-    EXPECT_THROW(w->on_page(page({{"orders", {order("O1", "2024-03-05T09:01:00Z")}}})), RunAbort);
+    EXPECT_THROW(deliver(w, page({{"orders", {order("O1", "2024-03-05T09:01:00Z")}}})), RunAbort);
     EXPECT_FALSE(f.failed());
 }
 
@@ -909,10 +915,10 @@ TEST(StreamWatermark, GreatestUpdatedAtAcrossPagesAndWalks) {
     auto w = f.walks();
     w[0]->first();
     w[1]->first();
-    ASSERT_TRUE(w[0]->on_page(page({{"orders", {order("O1", "2024-03-05T09:06:00Z"), order("O2", "2024-03-05T09:07:30.5Z")}},
+    ASSERT_TRUE(deliver(w[0], page({{"orders", {order("O1", "2024-03-05T09:06:00Z"), order("O2", "2024-03-05T09:07:30.5Z")}},
                                     {"cursor", "c"}})));
-    EXPECT_FALSE(w[1]->on_page(page({{"orders", {order("O3", "2024-03-05T09:08:00.000001Z", "L2")}}})));
-    EXPECT_FALSE(w[0]->on_page(page({{"orders", {order("O4", "2024-03-05T09:07:00Z")}}})));
+    EXPECT_FALSE(deliver(w[1], page({{"orders", {order("O3", "2024-03-05T09:08:00.000001Z", "L2")}}})));
+    EXPECT_FALSE(deliver(w[0], page({{"orders", {order("O4", "2024-03-05T09:07:00Z")}}})));
     EXPECT_EQ(f.next_watermark(), "2024-03-05T09:08:00.000001Z");
 }
 
@@ -922,7 +928,7 @@ TEST(StreamWatermark, ComparesInstantsNotText) {
     PageWalk* w = f.walks().at(0);
     w->first();
     // 10:00+02:00 is 08:00Z, earlier than 09:00Z although it sorts later as text.
-    EXPECT_FALSE(w->on_page(page({{"orders", {order("O1", "2024-03-05T09:00:00Z"), order("O2", "2024-03-05T10:00:00+02:00")}}})));
+    EXPECT_FALSE(deliver(w, page({{"orders", {order("O1", "2024-03-05T09:00:00Z"), order("O2", "2024-03-05T10:00:00+02:00")}}})));
     EXPECT_EQ(f.next_watermark(), "2024-03-05T09:00:00Z");
 }
 
@@ -931,7 +937,7 @@ TEST(StreamWatermark, NeverOlderThanTheCommittedOne) {
     StreamFetch f("orders", incremental({"L1"}), sink);  // committed 09:05, re-read from 09:00
     PageWalk* w = f.walks().at(0);
     w->first();
-    EXPECT_FALSE(w->on_page(page({{"orders", {order("O1", "2024-03-05T09:02:00Z")}}})));
+    EXPECT_FALSE(deliver(w, page({{"orders", {order("O1", "2024-03-05T09:02:00Z")}}})));
     EXPECT_EQ(f.next_watermark(), kWatermark);
 }
 
@@ -943,7 +949,7 @@ TEST(StreamWatermark, NothingSeen) {
     EXPECT_EQ(fu.next_watermark(), std::nullopt);
     PageWalk* w = fu.walks().at(0);
     w->first();
-    EXPECT_FALSE(w->on_page(page({{"orders", json::array()}})));
+    EXPECT_FALSE(deliver(w, page({{"orders", json::array()}})));
     EXPECT_EQ(fu.next_watermark(), std::nullopt);
 }
 
@@ -955,7 +961,7 @@ TEST(StreamWatermark, UnusableTimesAreIgnored) {
     json bad = order("O2", "2024-13-01T00:00:00Z");  // looks like a timestamp, is not one
     json none = order("O3", "x");
     none.erase("updated_at");
-    EXPECT_FALSE(w->on_page(page({{"orders", {order("O1", "2024-03-05T09:00:00Z"), bad, none}}})));
+    EXPECT_FALSE(deliver(w, page({{"orders", {order("O1", "2024-03-05T09:00:00Z"), bad, none}}})));
     EXPECT_EQ(f.next_watermark(), "2024-03-05T09:00:00Z");
 }
 
@@ -990,7 +996,7 @@ TEST(StreamWatermark, FieldPerStream) {
         StreamFetch f(c.stream, incremental({"L1"}), sink);
         PageWalk* w = f.walks().at(0);
         w->first();
-        EXPECT_FALSE(w->on_page(raw_page(c.body))) << c.stream;
+        EXPECT_FALSE(deliver(w, raw_page(c.body))) << c.stream;
         EXPECT_FALSE(f.failed()) << c.stream << ": " << f.error();
         EXPECT_EQ(f.next_watermark(), c.want) << c.stream;
     }
@@ -1001,25 +1007,25 @@ TEST(StreamWatermark, CatalogLatestTimeOnlyFromTheFirstPage) {
     StreamFetch f("catalog", incremental(), sink);
     PageWalk* w = f.walks().at(0);
     w->first();
-    ASSERT_TRUE(w->on_page(page({{"objects", J(R"([{"type": "ITEM", "id": "I1", "updated_at": "2024-05-01T00:00:00Z"}])")},
+    ASSERT_TRUE(deliver(w, page({{"objects", J(R"([{"type": "ITEM", "id": "I1", "updated_at": "2024-05-01T00:00:00Z"}])")},
                                  {"latest_time", "2024-06-01T00:00:00Z"},
                                  {"cursor", "p2"}})));
     EXPECT_EQ(f.next_watermark(), "2024-06-01T00:00:00Z");
-    EXPECT_FALSE(w->on_page(page({{"objects", J(R"([{"type": "ITEM", "id": "I2", "updated_at": "2024-05-02T00:00:00Z"}])")},
+    EXPECT_FALSE(deliver(w, page({{"objects", J(R"([{"type": "ITEM", "id": "I2", "updated_at": "2024-05-02T00:00:00Z"}])")},
                                   {"latest_time", "2030-01-01T00:00:00Z"}})));
     EXPECT_EQ(f.next_watermark(), "2024-06-01T00:00:00Z");
     // An object newer than latest_time still wins.
     StreamFetch g("catalog", full(), sink);
     PageWalk* gw = g.walks().at(0);
     gw->first();
-    EXPECT_FALSE(gw->on_page(page({{"objects", J(R"([{"type": "ITEM", "id": "I1", "updated_at": "2024-07-01T00:00:00Z"}])")},
+    EXPECT_FALSE(deliver(gw, page({{"objects", J(R"([{"type": "ITEM", "id": "I1", "updated_at": "2024-07-01T00:00:00Z"}])")},
                                    {"latest_time", "2024-06-01T00:00:00Z"}})));
     EXPECT_EQ(g.next_watermark(), "2024-07-01T00:00:00Z");
     // latest_time alone, with no objects (nothing changed).
     StreamFetch h("catalog", full(), sink);
     PageWalk* hw = h.walks().at(0);
     hw->first();
-    EXPECT_FALSE(hw->on_page(page({{"latest_time", "2024-08-01T00:00:00Z"}})));
+    EXPECT_FALSE(deliver(hw, page({{"latest_time", "2024-08-01T00:00:00Z"}})));
     EXPECT_EQ(h.next_watermark(), "2024-08-01T00:00:00Z");
 }
 
@@ -1068,7 +1074,7 @@ TEST(SquareErrorSummary, NonStringCodeDoesNotThrow) {
         StreamFetch g("locations", full(), sink);
         PageWalk* gw = g.walks().at(0);
         gw->first();
-        EXPECT_NO_THROW(gw->on_page(raw_page(body))) << body;
+        EXPECT_NO_THROW(deliver(gw, raw_page(body))) << body;
         EXPECT_TRUE(g.failed());
     }
 }

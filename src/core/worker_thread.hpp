@@ -1,0 +1,50 @@
+// worker_thread.hpp: one helper thread for pure C++ work (parsing and mapping Square's pages) that
+// overlaps the calling thread's PostgreSQL work. It starts with every signal blocked, so
+// PostgreSQL's signal handlers only ever run on the backend's own thread, and it never calls into
+// PostgreSQL (nothing in src/core can). Jobs run one at a time, in the order submitted.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace squaresync {
+
+class WorkerThread {
+public:
+    // notify is called on the helper thread after each job (e.g. curl_multi_wakeup); must not throw.
+    explicit WorkerThread(std::function<void()> notify);
+    // Drops the jobs not yet started, waits for the running one, joins the thread.
+    ~WorkerThread();
+    WorkerThread(const WorkerThread&) = delete;
+    WorkerThread& operator=(const WorkerThread&) = delete;
+
+    // Queues job; tag comes back from take_done() once it ran. A job must not throw.
+    void submit(void* tag, std::function<void()> job);
+    // The tags of the jobs finished since the last call, in the order they ran.
+    std::vector<void*> take_done();
+    // Jobs submitted and not yet taken back by take_done().
+    std::size_t outstanding() const;
+
+private:
+    void loop();
+
+    struct Job {
+        void* tag;
+        std::function<void()> run;
+    };
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<Job> queue_;
+    std::vector<void*> done_;
+    std::size_t outstanding_ = 0;
+    bool stop_ = false;
+    std::function<void()> notify_;
+    std::thread thread_;
+};
+
+}  // namespace squaresync
