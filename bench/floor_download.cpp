@@ -2,7 +2,7 @@
 // requests a foundation sends (locations first, then every other stream's page walks together),
 // with the extension's HttpClient and the same settings (libcurl multi, keep-alive, gzip accepted,
 // max_concurrency transfers in flight), and sends the data nowhere. Three kinds of pass:
-//   map   : StreamFetch with a sink that discards: download + JSON parse + map to rows (what the
+//   map   : StreamFetch with a sink that discards: download + JSON parse + map to rows + COPY text (what the
 //           worker does before staging). A first map pass ("record", always run) also records
 //           every walk's chain of requests.
 //   raw   : replays the recorded chains (same walks, same order, same concurrency) and discards
@@ -177,7 +177,8 @@ int main(int argc, char** argv) {
         std::vector<PageWalk*> walks;
         for (const auto& s : stream_names()) {
             if (s == "locations") continue;
-            fetches.push_back(std::make_unique<StreamFetch>(s, StreamOptions{true, std::nullopt, ids, 0}, sink));
+            // Formatted as COPY text for staging, as in the worker (the merchant id is a stand-in).
+            fetches.push_back(std::make_unique<StreamFetch>(s, StreamOptions{true, std::nullopt, ids, 0, "MERCHANT"}, sink));
             for (auto* w : fetches.back()->walks()) {
                 rec.push_back(std::make_unique<RecordingWalk>(w));
                 walks.push_back(rec.back().get());

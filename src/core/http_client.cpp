@@ -77,6 +77,17 @@ bool has_control_chars(const std::string& s) {
     });
 }
 
+// A received body at its size: appends leave up to twice the capacity, and the body may wait for
+// the helper thread. Keeps 64 bytes of slack, which a SIMD JSON parser may read past the end.
+std::string fit(std::string&& s) {
+    constexpr std::size_t kPadding = 64;
+    if (s.capacity() <= s.size() + s.size() / 8 + kPadding) return std::move(s);
+    std::string t;
+    t.reserve(s.size() + kPadding);
+    t.append(s);
+    return t;
+}
+
 std::string truncate(std::string s, std::size_t n) {
     if (s.size() > n) {
         s.resize(n);
@@ -245,6 +256,7 @@ struct HttpClient::Impl {
         HttpResponse page;
         std::exception_ptr page_error;
         std::string page_line;
+        std::size_t last_body = 0;  // the walk's previous page: the next one is likely its size
     };
 
     HttpConfig cfg;
@@ -401,6 +413,8 @@ struct HttpClient::Impl {
             throw std::invalid_argument("squaresync HTTP request target must start with '/' and contain no "
                                         "control characters: " + redact(truncate(r.target, 200), cfg.access_token));
         w.body.clear();
+        // Sized like the walk's previous page, not grown by doubling (which leaves up to half unused).
+        if (w.last_body) w.body.reserve(w.last_body + w.last_body / 8 + 64);
         w.retry_after.clear();
         w.location.clear();
         w.too_large = false;
@@ -534,6 +548,7 @@ struct HttpClient::Impl {
         release(w);
         std::string body = std::move(w.body);
         w.body = std::string();
+        if (status >= 200 && status < 300) w.last_body = body.size();
         stats.bytes_received += body.size();
         const long ms = static_cast<long>(
             std::chrono::duration_cast<milliseconds>(Clock::now() - w.started).count());
@@ -555,7 +570,7 @@ struct HttpClient::Impl {
         if (rc != CURLE_OK) {
             note = transport_failure(w, rc, status, curl_error);
         } else if (status >= 200 && status < 300) {
-            w.page = HttpResponse{status, std::move(body), w.attempt};
+            w.page = HttpResponse{status, fit(std::move(body)), w.attempt};
             w.page_error = nullptr;
             w.page_line = std::move(line);
             if (preparer) {

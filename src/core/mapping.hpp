@@ -30,6 +30,9 @@ struct RowBatch {
     const TableDef* table = nullptr;
     std::vector<std::vector<std::optional<std::string>>> columns;  // [column][row]
     std::size_t rows = 0;
+    // Set when the fetch formats pages for staging (StreamOptions::stage_merchant): the rows as
+    // COPY text (copy_text.hpp); columns are then emptied, rows kept.
+    std::string copy_text;
 
     explicit RowBatch(const TableDef& t) : table(&t), columns(t.columns.size()) {}
     void clear();

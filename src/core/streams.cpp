@@ -5,9 +5,11 @@
 
 #include "streams.hpp"
 
+#include <atomic>
 #include <functional>
 #include <set>
 
+#include "copy_text.hpp"
 #include "time_util.hpp"
 
 namespace squaresync {
@@ -286,6 +288,16 @@ struct StreamFetch::Walk : PageWalk {
             if (auto lt = string_at(body, "latest_time")) p.keep_latest(*lt);
         if (s.paged)
             if (auto c = string_at(body, "cursor"); c && !c->empty()) p.cursor = *c;
+        if (owner.options_.stage_merchant) {
+            // Pages are numbered in the order they are prepared: a walk's pages in fetch order,
+            // so the apply's "latest page" of a key is the one fetched last.
+            static std::atomic<std::int64_t> page_number{0};
+            const std::int64_t batch_no = ++page_number;
+            for (auto& b : p.batches) {
+                b.copy_text = copy_lines(b, *owner.options_.stage_merchant, batch_no);
+                std::vector<std::vector<std::optional<std::string>>>(b.columns.size()).swap(b.columns);
+            }
+        }
         prepared = std::move(p);
     }
 

@@ -21,6 +21,9 @@ struct StreamOptions {
     std::optional<std::string> watermark;   // the committed watermark (RFC 3339)
     std::vector<std::string> location_ids;  // every location of the merchant
     std::int64_t overlap_us = 0;            // re-read this much before the watermark
+    // Set: each page's rows are formatted as COPY text for this merchant's staging tables while
+    // they are prepared (RowBatch::copy_text), and their columns freed.
+    std::optional<std::string> stage_merchant;
 };
 
 // Thrown by a RowSink when the whole run must stop (the extension was dropped): it is not caught

@@ -89,43 +89,16 @@ int copy_source(void* outbuf, int minread, int maxread) {
     return static_cast<int>(n);
 }
 
-void append_copy_value(std::string& out, const std::string& v) {
-    for (char c : v) {
-        switch (c) {
-            case '\\': out += "\\\\"; break;
-            case '\t': out += "\\t"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            default: out += c;
-        }
-    }
-}
-
 }  // namespace
 
-// The batch becomes COPY text (one line per row: merchant_id, _batch, _ord, the columns) fed to
-// PostgreSQL's own COPY FROM machinery (BeginCopyFrom with a data callback): bulk insertion with
-// the types' input functions, one call per page and table, no SQL to parse.
-void spi_stage_batch(const RowBatch& batch, const std::string& merchant_id, std::int64_t batch_no) {
+// A page's rows of one table, already COPY text (copy_text.hpp), fed to PostgreSQL's own COPY FROM
+// machinery (BeginCopyFrom with a data callback): bulk insertion with the types' input functions,
+// one call per page and table, no SQL to parse.
+void spi_stage_batch(const RowBatch& batch) {
     if (batch.rows == 0) return;
+    if (batch.copy_text.empty()) throw std::logic_error("spi_stage_batch: the batch was not formatted as COPY text");
     const TableDef& t = *batch.table;
-    std::string data;
-    std::string prefix;
-    append_copy_value(prefix, merchant_id);
-    prefix += '\t' + std::to_string(batch_no) + '\t';
-    for (std::size_t r = 0; r < batch.rows; ++r) {
-        data += prefix;
-        data += std::to_string(r + 1);
-        for (std::size_t c = 0; c < t.columns.size(); ++c) {
-            data += '\t';
-            const auto& v = batch.columns[c][r];
-            if (v)
-                append_copy_value(data, *v);
-            else
-                data += "\\N";
-        }
-        data += '\n';
-    }
+    const std::string& data = batch.copy_text;
     const std::string relname = "stage_" + t.name;
     std::vector<const char*> names{"merchant_id", "_batch", "_ord"};
     for (const auto& c : t.columns) names.push_back(c.name.c_str());

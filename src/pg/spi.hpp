@@ -24,8 +24,8 @@ struct SpiResult {
 // Runs one statement with text parameters ($1, $2 ... typed text; cast in the SQL).
 SpiResult spi_exec(const std::string& sql, const std::vector<Value>& params = {}, bool read_only = false);
 
-// Stages a batch of rows: INSERT ... SELECT FROM unnest(one text[] per column), one statement.
-void spi_stage_batch(const RowBatch& batch, const std::string& merchant_id, std::int64_t batch_no);
+// Stages a batch of rows, already formatted as COPY text (RowBatch::copy_text), with COPY FROM.
+void spi_stage_batch(const RowBatch& batch);
 
 void spi_connect();
 void spi_finish();

@@ -44,25 +44,20 @@ void report_activity(const std::string& what) {
     pg_call([&] { pgstat_report_activity(STATE_RUNNING, what.c_str()); });
 }
 
-// Stages each fetched page in its own short transaction.
+// Stages each fetched page (formatted as COPY text by the fetch) in its own short transaction.
 class StagingSink : public RowSink {
 public:
-    explicit StagingSink(std::string merchant) : merchant_(std::move(merchant)) {}
     void stage(const std::string&, std::vector<RowBatch>& batches) override {
-        const std::int64_t batch_no = ++batches_;
         bool installed = true;
         in_transaction([&] {
             pg_call([&] { installed = OidIsValid(get_extension_oid("squaresync", true)); });
             if (installed)
-                for (const auto& b : batches) spi_stage_batch(b, merchant_, batch_no);
+                for (const auto& b : batches) spi_stage_batch(b);
         });
         if (!installed) throw RunAbort("the squaresync extension was dropped while the run was in progress");
     }
     void progress(const std::string& label) override { report_activity("squaresync: " + label); }
 
-private:
-    std::string merchant_;
-    std::int64_t batches_ = 0;
 };
 
 class SyncRun {
@@ -138,12 +133,13 @@ private:
                       : stream == "transactions" ? Settings::transactions_lookback_s
                                                  : Settings::overlap_s;
         o.overlap_us = static_cast<std::int64_t>(s) * 1000000;
+        o.stage_merchant = merchant_;
         return o;
     }
 
     void fetch_and_apply() {
         HttpClient client(http_config(base_url_, token_));
-        StagingSink sink(merchant_);
+        StagingSink sink;
 
         // Locations first: the per-location streams need their ids.
         {
@@ -327,6 +323,11 @@ void squaresync_sync_main(Datum main_arg) {
     // One malloc arena for the process: the pages the HTTP client's helper thread parses are freed
     // by this thread, and a second arena would keep its own high-water mark on top of ours.
     mallopt(M_ARENA_MAX, 1);
+#endif
+#ifdef M_MMAP_THRESHOLD
+    // Pages and their parse buffers (MBs each) are mapped and unmapped whole, not carved from the
+    // heap: freed, they return to the system instead of raising the heap the apply then runs in.
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 #endif
     MemoryContext ctx = AllocSetContextCreate(TopMemoryContext, "squaresync sync", ALLOCSET_DEFAULT_SIZES);
     MemoryContextSwitchTo(ctx);

@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <functional>
 #include <map>
 #include <optional>
@@ -857,6 +859,52 @@ TEST(StreamRows, CountsAccumulateOverPagesAndWalks) {
     EXPECT_EQ(sink.staged.size(), 3u);
     EXPECT_EQ(sink.column("payments", "id"), (std::vector<std::optional<std::string>>{"P1", "P2", "P3", "P4"}));
     EXPECT_EQ(sink.progress_labels, (std::vector<std::string>{"payments page 1", "payments page 2", "payments page 3"}));
+}
+
+TEST(StreamRows, PagesForStagingAreCopyTextNumberedInFetchOrder) {
+    RecordingSink sink;
+    StreamOptions o = incremental({"L1"});
+    o.stage_merchant = "M1";
+    StreamFetch f("orders", o, sink);
+    PageWalk* w = f.walks().at(0);
+    w->first();
+    json o1 = order("O1", "2024-03-05T09:01:00Z");
+    o1["line_items"] = J(R"([{"uid": "A", "name": "Tea\tpot"}, {"uid": "B"}])");
+    ASSERT_TRUE(deliver(w, page({{"orders", {o1}}, {"cursor", "c1"}})));
+    EXPECT_FALSE(deliver(w, page({{"orders", {order("O2", "2024-03-05T09:02:00Z")}}})));
+    ASSERT_EQ(sink.staged.size(), 2u);
+    const RowBatch& first = sink.batch(0, "orders");
+    const RowBatch& second = sink.batch(1, "orders");
+    EXPECT_EQ(first.rows, 1u);
+    for (const auto& col : first.columns) EXPECT_TRUE(col.empty());  // freed once formatted
+    // merchant, page number, place in the page, then the columns (id first).
+    const auto fields = [](const std::string& line) {
+        std::vector<std::string> f;
+        std::string cur;
+        for (char c : line) {
+            if (c == '\t' || c == '\n') {
+                f.push_back(cur);
+                cur.clear();
+            } else {
+                cur += c;
+            }
+        }
+        return f;
+    };
+    const auto a = fields(first.copy_text), b = fields(second.copy_text);
+    ASSERT_GE(a.size(), 4u);
+    ASSERT_GE(b.size(), 4u);
+    EXPECT_EQ(a[0], "M1");
+    EXPECT_EQ(a[2], "1");
+    EXPECT_EQ(a[3], "O1");
+    EXPECT_EQ(b[3], "O2");
+    EXPECT_LT(std::stoll(a[1]), std::stoll(b[1])) << "the later page has the greater number";
+    const RowBatch& items = sink.batch(0, "order_line_items");
+    EXPECT_EQ(items.rows, 2u);
+    EXPECT_EQ(std::count(items.copy_text.begin(), items.copy_text.end(), '\n'), 2);
+    EXPECT_NE(items.copy_text.find("Tea\\tpot"), std::string::npos) << items.copy_text;
+    EXPECT_EQ(fields(items.copy_text)[1], a[1]) << "an order's parts carry its page number";
+    EXPECT_EQ(f.rows(), 4);
 }
 
 TEST(StreamRows, SinkFailureFailsTheStream) {
