@@ -38,15 +38,18 @@ namespace {
 struct NullSink : RowSink {
     std::int64_t rows = 0;
     std::vector<std::string> location_ids;  // kept from the locations page: the other walks need them
-    void stage(const std::string& stream, std::vector<RowBatch>& batches) override {
+    std::int64_t stage(const std::string& stream, std::vector<RowBatch>& batches) override {
+        std::int64_t n = 0;
         for (const auto& b : batches) {
-            rows += static_cast<std::int64_t>(b.rows);
+            n += static_cast<std::int64_t>(b.rows);
             if (stream != "locations") continue;
             for (std::size_t c = 0; c < b.table->columns.size(); ++c)
                 if (b.table->columns[c].name == "id")
                     for (const auto& v : b.columns[c])
                         if (v) location_ids.push_back(*v);
         }
+        rows += n;
+        return n;
     }
     void progress(const std::string&) override {}
 };

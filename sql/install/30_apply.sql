@@ -38,12 +38,13 @@ END $$;
 -- Columns of a synced table that are compared and copied (everything but merchant_id, synced_at).
 CREATE FUNCTION squaresync._data_columns(p_table text, p_keys boolean)
 RETURNS text[] LANGUAGE sql STABLE AS $$
+    WITH k AS (SELECT squaresync._key_columns(p_table) AS keys)  -- once, not once per column
     SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
-    FROM pg_attribute a
+    FROM pg_attribute a, k
     WHERE a.attrelid = format('square.%I', p_table)::regclass
       AND a.attnum > 0 AND NOT a.attisdropped
       AND a.attname NOT IN ('merchant_id', 'synced_at')
-      AND (a.attname = ANY (squaresync._key_columns(p_table))) = p_keys
+      AND (a.attname = ANY (k.keys)) = p_keys
 $$;
 
 -- Primary key columns of a synced table, merchant_id excluded.
@@ -334,14 +335,20 @@ BEGIN
 END
 $fn$;
 
--- Empties the staging tables of one stream (or all when p_stream is NULL).
+-- Empties the staging tables of one stream (or all when p_stream is NULL). An empty one is left
+-- alone: TRUNCATE swaps the table's files even then, about half a millisecond each.
 CREATE FUNCTION squaresync._clear_staging(p_stream text)
 RETURNS void LANGUAGE plpgsql AS $fn$
-DECLARE t text;
+DECLARE
+    t         text;
+    has_rows  boolean;
 BEGIN
     FOR t IN SELECT table_name FROM squaresync.synced_tables
              WHERE p_stream IS NULL OR stream = p_stream LOOP
-        EXECUTE format('TRUNCATE squaresync.%I', 'stage_' || t);
+        EXECUTE format('SELECT EXISTS (SELECT FROM squaresync.%I)', 'stage_' || t) INTO has_rows;
+        IF has_rows THEN
+            EXECUTE format('TRUNCATE squaresync.%I', 'stage_' || t);
+        END IF;
     END LOOP;
 END
 $fn$;

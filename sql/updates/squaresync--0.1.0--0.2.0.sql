@@ -370,3 +370,30 @@ BEGIN
 END
 $fn$;
 ALTER FUNCTION squaresync._analyze_if_large(text, text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- 30_apply.sql: the key columns looked up once per call; empty staging tables not truncated.
+CREATE OR REPLACE FUNCTION squaresync._data_columns(p_table text, p_keys boolean)
+RETURNS text[] LANGUAGE sql STABLE AS $$
+    WITH k AS (SELECT squaresync._key_columns(p_table) AS keys)  -- once, not once per column
+    SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
+    FROM pg_attribute a, k
+    WHERE a.attrelid = format('square.%I', p_table)::regclass
+      AND a.attnum > 0 AND NOT a.attisdropped
+      AND a.attname NOT IN ('merchant_id', 'synced_at')
+      AND (a.attname = ANY (k.keys)) = p_keys
+$$;
+CREATE OR REPLACE FUNCTION squaresync._clear_staging(p_stream text)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    t         text;
+    has_rows  boolean;
+BEGIN
+    FOR t IN SELECT table_name FROM squaresync.synced_tables
+             WHERE p_stream IS NULL OR stream = p_stream LOOP
+        EXECUTE format('SELECT EXISTS (SELECT FROM squaresync.%I)', 'stage_' || t) INTO has_rows;
+        IF has_rows THEN
+            EXECUTE format('TRUNCATE squaresync.%I', 'stage_' || t);
+        END IF;
+    END LOOP;
+END
+$fn$;

@@ -14,8 +14,9 @@ namespace squaresync {
 // Appends v escaped for COPY's text format (backslash, tab, newline, carriage return).
 void append_copy_value(std::string& out, std::string_view v);
 
-// One line per row of batch: merchant_id, batch_no, the row's place in the batch (from 1), then the
-// batch's columns in TableDef order; NULL as \N.
-std::string copy_lines(const RowBatch& batch, const std::string& merchant_id, std::int64_t batch_no);
+// Formats batch for staging: copy_text gets one line per row (merchant_id, batch_no, the row's place
+// in the batch from 1, then the columns in TableDef order; NULL as \N), line_ends where each ends;
+// every column but the key columns and "version" is emptied.
+void format_for_staging(RowBatch& batch, const std::string& merchant_id, std::int64_t batch_no);
 
 }  // namespace squaresync

@@ -228,6 +228,9 @@ std::optional<std::string> eval(const TableMapper::Expr& e, PgType type, const C
 
 void RowBatch::clear() {
     for (auto& c : columns) c.clear();
+    parent_row.clear();
+    copy_text.clear();
+    line_ends.clear();
     rows = 0;
 }
 

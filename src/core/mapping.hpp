@@ -30,9 +30,13 @@ struct RowBatch {
     const TableDef* table = nullptr;
     std::vector<std::vector<std::optional<std::string>>> columns;  // [column][row]
     std::size_t rows = 0;
+    // Child tables: the row of the parent's batch (same page) each row was mapped from.
+    std::vector<std::size_t> parent_row;
     // Set when the fetch formats pages for staging (StreamOptions::stage_merchant): the rows as
-    // COPY text (copy_text.hpp); columns are then emptied, rows kept.
+    // COPY text (copy_text.hpp), where each row's line ends, and only the key and version columns
+    // kept (the others emptied).
     std::string copy_text;
+    std::vector<std::size_t> line_ends;
 
     explicit RowBatch(const TableDef& t) : table(&t), columns(t.columns.size()) {}
     void clear();

@@ -134,6 +134,8 @@ const std::vector<std::string>& stream_names() {
     return names;
 }
 
+bool stream_reads_whole(const std::string& stream) { return spec(stream).watermark_field.empty(); }
+
 std::vector<std::string> stream_tables(const std::string& stream) {
     std::vector<std::string> t;
     for (const auto& r : spec(stream).routes) {
@@ -272,9 +274,13 @@ struct StreamFetch::Walk : PageWalk {
                     std::size_t b = 0;
                     for (const auto& m : mappers) {
                         if (m.type.empty() || type == m.type) {
+                            const std::size_t parent = p.batches[b].rows;
                             m.object.map_object(el, p.batches[b]);
-                            for (std::size_t c = 0; c < m.children.size(); ++c)
-                                m.children[c].map_children(el, p.batches[b + 1 + c]);
+                            for (std::size_t c = 0; c < m.children.size(); ++c) {
+                                RowBatch& child = p.batches[b + 1 + c];
+                                m.children[c].map_children(el, child);
+                                child.parent_row.resize(child.rows, parent);
+                            }
                         }
                         b += 1 + m.children.size();
                     }
@@ -293,10 +299,7 @@ struct StreamFetch::Walk : PageWalk {
             // so the apply's "latest page" of a key is the one fetched last.
             static std::atomic<std::int64_t> page_number{0};
             const std::int64_t batch_no = ++page_number;
-            for (auto& b : p.batches) {
-                b.copy_text = copy_lines(b, *owner.options_.stage_merchant, batch_no);
-                std::vector<std::vector<std::optional<std::string>>>(b.columns.size()).swap(b.columns);
-            }
+            for (auto& b : p.batches) format_for_staging(b, *owner.options_.stage_merchant, batch_no);
         }
         prepared = std::move(p);
     }
@@ -313,10 +316,9 @@ struct StreamFetch::Walk : PageWalk {
         if (p.watermark) owner.note_watermark(*p.watermark);
 
         ++owner.pages_;
-        for (const auto& b : p.batches) owner.rows_ += static_cast<std::int64_t>(b.rows);
         owner.sink_.progress(owner.name_ + " page " + std::to_string(owner.pages_));
         try {
-            owner.sink_.stage(owner.name_, p.batches);
+            owner.rows_ += owner.sink_.stage(owner.name_, p.batches);
         } catch (const RunAbort&) {
             throw;
         } catch (const std::exception& e) {

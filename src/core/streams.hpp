@@ -32,12 +32,12 @@ struct RunAbort : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-// Receives each fetched page, mapped to rows, to stage it. May throw: the stream then fails
-// (RunAbort: the run stops).
+// Receives each fetched page, mapped to rows, to stage it; returns the rows it staged (it may skip
+// objects it already has, unchanged.hpp). May throw: the stream then fails (RunAbort: the run stops).
 class RowSink {
 public:
     virtual ~RowSink() = default;
-    virtual void stage(const std::string& stream, std::vector<RowBatch>& batches) = 0;
+    virtual std::int64_t stage(const std::string& stream, std::vector<RowBatch>& batches) = 0;
     virtual void progress(const std::string& label) = 0;
 };
 
@@ -45,6 +45,9 @@ public:
 const std::vector<std::string>& stream_names();
 // The tables (square.<name>) a stream's pages fill, parents before children.
 std::vector<std::string> stream_tables(const std::string& stream);
+// A stream without a watermark (locations, vendors) is read whole by every run, and its apply
+// takes what is missing from the read as deleted: none of its objects may be skipped.
+bool stream_reads_whole(const std::string& stream);
 
 class StreamFetch {
 public:
@@ -68,7 +71,7 @@ public:
     // committed one. nullopt when the stream has no watermark (locations, vendors).
     std::optional<std::string> next_watermark() const;
     int pages() const { return pages_; }
-    std::int64_t rows() const { return rows_; }
+    std::int64_t rows() const { return rows_; }  // rows staged (what the sink took)
 
     struct Walk;
     struct Spec;

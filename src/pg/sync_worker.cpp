@@ -23,6 +23,7 @@ extern "C" {
 #include <chrono>
 #include <map>
 #include <memory>
+#include <unordered_map>
 #include <nlohmann/json.hpp>
 
 #include "guard.hpp"
@@ -31,6 +32,7 @@ extern "C" {
 #include "settings.hpp"
 #include "spi.hpp"
 #include "streams.hpp"
+#include "unchanged.hpp"
 
 namespace squaresync::pg {
 
@@ -44,20 +46,57 @@ void report_activity(const std::string& what) {
     pg_call([&] { pgstat_report_activity(STATE_RUNNING, what.c_str()); });
 }
 
-// Stages each fetched page (formatted as COPY text by the fetch) in its own short transaction.
+// Stages each fetched page (formatted as COPY text by the fetch) in its own short transaction. In
+// an incremental run, objects stored at the version Square sent (re-reads: the orders overlap) are
+// dropped first, with their children: they are neither staged nor compared.
 class StagingSink : public RowSink {
 public:
-    void stage(const std::string&, std::vector<RowBatch>& batches) override {
+    StagingSink(std::string merchant, bool incremental) : merchant_(std::move(merchant)), incremental_(incremental) {}
+    std::int64_t stage(const std::string& stream, std::vector<RowBatch>& batches) override {
         bool installed = true;
+        std::int64_t staged = 0;
         in_transaction([&] {
             pg_call([&] { installed = OidIsValid(get_extension_oid("squaresync", true)); });
-            if (installed)
-                for (const auto& b : batches) spi_stage_batch(b);
+            if (!installed) return;
+            if (incremental_ && !stream_reads_whole(stream)) skip_stored(batches);
+            for (const auto& b : batches) {
+                spi_stage_batch(b);
+                staged += static_cast<std::int64_t>(b.rows);
+            }
         });
         if (!installed) throw RunAbort("the squaresync extension was dropped while the run was in progress");
+        return staged;
     }
     void progress(const std::string& label) override { report_activity("squaresync: " + label); }
 
+private:
+    void skip_stored(std::vector<RowBatch>& page) {
+        for (auto& v : versioned_batches(page)) {
+            const RowBatch& top = *v.top;
+            if (top.rows == 0) continue;
+            const auto& ids = top.columns[v.id_column];
+            const auto& versions = top.columns[v.version_column];
+            std::vector<std::string> id_list;
+            for (const auto& id : ids) id_list.push_back(id.value_or(""));
+            auto r = spi_exec("SELECT id, version::text FROM square." + top.table->name +
+                                  " WHERE merchant_id = $1 AND id = ANY ($2::text[])",
+                              {merchant_, pg_text_array(id_list)}, true);
+            std::unordered_map<std::string, std::string> stored;
+            for (const auto& row : r.rows)
+                if (row[0] && row[1]) stored.emplace(*row[0], *row[1]);
+            std::vector<bool> unchanged(top.rows);
+            bool any = false;
+            for (std::size_t i = 0; i < top.rows; ++i) {
+                const auto it = ids[i] ? stored.find(*ids[i]) : stored.end();
+                unchanged[i] = versions[i] && it != stored.end() && it->second == *versions[i];
+                any = any || unchanged[i];
+            }
+            if (any) drop_unchanged(v, unchanged);
+        }
+    }
+
+    std::string merchant_;
+    bool incremental_;
 };
 
 class SyncRun {
@@ -139,7 +178,7 @@ private:
 
     void fetch_and_apply() {
         HttpClient client(http_config(base_url_, token_));
-        StagingSink sink;
+        StagingSink sink(merchant_, !full());
 
         // Locations first: the per-location streams need their ids.
         {

@@ -1,6 +1,7 @@
 """test_sync.py: the sync engine end to end (issue 4): foundation equals the fake's truth, an
 incremental after a seller's day makes the tables equal again and reports exactly what changed,
-an incremental with nothing changed writes nothing, more than 10 locations, late offline orders."""
+an incremental with nothing changed writes nothing, orders read again unchanged are not staged,
+more than 10 locations, late offline orders."""
 import json
 
 import pytest
@@ -77,6 +78,36 @@ def test_incremental_after_a_sellers_day_reports_exactly_what_changed(db, fake):
         assert got["updated"] == len(set(want.get("updated", [])) - set(want.get("created", []))
                                      - set(want.get("deleted", []))), (kind, got, want)
         assert got["deleted"] == len(set(want.get("deleted", []))), (kind, got, want)
+
+
+def test_orders_read_again_unchanged_are_not_staged(db, fake):
+    """The orders overlap re-reads recent orders every run: those stored at the version Square sent
+    are dropped before staging, with their parts; a changed order is staged whole."""
+    db.execute("SELECT squaresync.foundation()")
+    overlap = db.execute("SELECT count(*) FROM square.orders WHERE updated_at > "
+                         "(SELECT max(updated_at) FROM square.orders) - interval '72 hours'").fetchone()[0]
+    assert overlap > 0, "no order inside the overlap: the test proves nothing"
+    run = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    pages, staged = db.execute("SELECT pages, rows_staged FROM squaresync.sync_run_streams"
+                               " WHERE run_id = %s AND stream = 'orders'", (run,)).fetchone()
+    assert pages > 0 and staged == 0, (pages, staged)
+
+    changed = fake.mutate({"orders": {"update": 2}})
+    ids = sorted(set(changed["orders"]["updated"]))
+    assert len(ids) == 2
+    run = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    assert run_row(db, run)["status"] == "succeeded"
+    staged = db.execute("SELECT rows_staged FROM squaresync.sync_run_streams"
+                        " WHERE run_id = %s AND stream = 'orders'", (run,)).fetchone()[0]
+    parts = db.execute("SELECT (SELECT count(*) FROM square.orders WHERE id = ANY(%(i)s))"
+                       " + (SELECT count(*) FROM square.order_line_items WHERE order_id = ANY(%(i)s))"
+                       " + (SELECT count(*) FROM square.order_fulfillments WHERE order_id = ANY(%(i)s))"
+                       " + (SELECT count(*) FROM square.order_refunds WHERE order_id = ANY(%(i)s))"
+                       " + (SELECT count(*) FROM square.order_returns WHERE order_id = ANY(%(i)s))"
+                       " + (SELECT count(*) FROM square.tenders WHERE order_id = ANY(%(i)s))",
+                       {"i": ids}).fetchone()[0]
+    assert staged == parts, (staged, parts)
+    assert_matches_fake(db, fake)
 
 
 def test_more_than_ten_locations(cluster):
