@@ -38,7 +38,7 @@ END $$;
 -- Columns of a synced table that are compared and copied (everything but merchant_id, synced_at).
 CREATE FUNCTION squaresync._data_columns(p_table text, p_keys boolean)
 RETURNS text[] LANGUAGE sql STABLE AS $$
-    WITH k AS (SELECT squaresync._key_columns(p_table) AS keys)  -- once, not once per column
+    WITH k AS MATERIALIZED (SELECT squaresync._key_columns(p_table) AS keys)  -- once, not per column
     SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
     FROM pg_attribute a, k
     WHERE a.attrelid = format('square.%I', p_table)::regclass
@@ -60,8 +60,11 @@ $$;
 
 -- p_keys_only_inserts: a foundation records its inserts by key only (the row it loaded is the row in
 -- the table; a rollback of it deletes by key), not a second copy of every column.
+-- p_scope_column, p_scope_keys: a full read of part of the table only (the stored rows whose
+-- p_scope_column is one of p_scope_keys may vanish; the others are not looked at).
 CREATE FUNCTION squaresync._apply_table(p_run bigint, p_merchant text, p_table text, p_full boolean,
-                                        p_keys_only_inserts boolean DEFAULT false)
+                                        p_keys_only_inserts boolean DEFAULT false,
+                                        p_scope_column text DEFAULT NULL, p_scope_keys text[] DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
     d        squaresync.synced_tables%ROWTYPE;
@@ -109,6 +112,9 @@ BEGIN
         scope := format('t.%I IN (SELECT id FROM squaresync.%I)', d.parent_column, 'stage_' || d.parent_table);
     ELSE
         scope := 'false';
+    END IF;
+    IF p_scope_column IS NOT NULL THEN
+        scope := format('t.%I = ANY ($4)', p_scope_column);
     END IF;
     IF d.tombstone THEN
         scope := scope || ' AND NOT t.is_deleted';
@@ -186,15 +192,16 @@ BEGIN
         -- A tombstone Square sends for a live row is that row's deletion.
         CASE WHEN d.tombstone THEN '(t.merchant_id IS NOT NULL AND s.is_deleted AND NOT t.is_deleted)' ELSE 'false' END -- 18
     );
-    EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts;
+    EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys;
     RETURN result;
 END
 $fn$;
 
 -- Availability is derived, not fetched: one row per live variation and location, by Square's rule
 -- (present_at_all_locations, default true, less absent_at_location_ids; else present_at_location_ids)
--- applied to the item AND to the variation, with the variation's location_overrides.
-CREATE FUNCTION squaresync._stage_availability(p_merchant text)
+-- applied to the item AND to the variation, with the variation's location_overrides. Of every
+-- variation, or of p_variations only.
+CREATE FUNCTION squaresync._stage_availability(p_merchant text, p_variations text[] DEFAULT NULL)
 RETURNS void LANGUAGE sql AS $$
     TRUNCATE squaresync.stage_catalog_location_availability;
     INSERT INTO squaresync.stage_catalog_location_availability
@@ -225,7 +232,8 @@ RETURNS void LANGUAGE sql AS $$
         SELECT e AS ov FROM jsonb_array_elements(v.raw -> 'item_variation_data' -> 'location_overrides') e
         WHERE e ->> 'location_id' = l.id LIMIT 1
     ) o ON true
-    WHERE v.merchant_id = p_merchant AND NOT v.is_deleted AND NOT i.is_deleted;
+    WHERE v.merchant_id = p_merchant AND NOT v.is_deleted AND NOT i.is_deleted
+      AND (p_variations IS NULL OR v.id = ANY (p_variations));
 $$;
 
 -- Keeps the planner's statistics in step with bulk changes inside the apply transaction (autovacuum
@@ -275,6 +283,7 @@ DECLARE
     counts jsonb := '{}';
     c      jsonb;
     old_wm text;
+    vars   text[];
 BEGIN
     SELECT watermark INTO old_wm FROM squaresync.stream_state
     WHERE merchant_id = p_merchant AND stream = p_stream FOR UPDATE;
@@ -292,16 +301,29 @@ BEGIN
     END LOOP;
 
     -- Availability follows the catalog and the locations: recomputed when either changed (always on
-    -- a foundation's catalog).
+    -- a foundation's catalog). An incremental catalog recomputes only the variations it changed and
+    -- those of the items it changed; a change of locations, every variation.
     IF (p_stream = 'catalog' AND p_full)
        OR (p_stream IN ('catalog', 'locations')
            AND (SELECT coalesce(sum((v ->> 'inserted')::bigint + (v ->> 'updated')::bigint + (v ->> 'deleted')::bigint), 0)
                 FROM jsonb_each(counts) e(k, v)) > 0
            AND EXISTS (SELECT 1 FROM square.catalog_variations WHERE merchant_id = p_merchant)) THEN
-        PERFORM squaresync._stage_availability(p_merchant);
-        c := squaresync._apply_table(p_run, p_merchant, 'catalog_location_availability', true, p_full);
-        PERFORM squaresync._analyze_if_large('square', 'catalog_location_availability', c);
-        counts := counts || jsonb_build_object('catalog_location_availability', c);
+        IF p_stream = 'catalog' AND NOT p_full THEN
+            SELECT coalesce(array_agg(DISTINCT x.id), '{}') INTO vars FROM (
+                SELECT ch.pk ->> 'id' AS id FROM squaresync.changes ch
+                WHERE ch.run_id = p_run AND ch.table_name = 'catalog_variations'
+                UNION
+                SELECT v.id FROM squaresync.changes ch
+                JOIN square.catalog_variations v ON v.merchant_id = p_merchant AND v.item_id = ch.pk ->> 'id'
+                WHERE ch.run_id = p_run AND ch.table_name = 'catalog_items') x;
+        END IF;
+        IF vars IS NULL OR cardinality(vars) > 0 THEN
+            PERFORM squaresync._stage_availability(p_merchant, vars);
+            c := squaresync._apply_table(p_run, p_merchant, 'catalog_location_availability', true, p_full,
+                                         CASE WHEN vars IS NOT NULL THEN 'variation_id' END, vars);
+            PERFORM squaresync._analyze_if_large('square', 'catalog_location_availability', c);
+            counts := counts || jsonb_build_object('catalog_location_availability', c);
+        END IF;
     END IF;
 
     -- What derives from the stream (inventory history, daily sales, the item library export), in

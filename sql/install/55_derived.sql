@@ -207,10 +207,10 @@ BEGIN
     locs := coalesce(locs, '{}');
     days := coalesce(days, '{}');
     whole := coalesce(whole, '{}');
-    DELETE FROM square.square_sales s
-    WHERE s.merchant_id = p_merchant
-      AND (s.location_id = ANY (whole)
-           OR (s.location_id, s.sale_date) IN (SELECT * FROM unnest(locs, days)));
+    DELETE FROM square.square_sales s WHERE s.merchant_id = p_merchant AND s.location_id = ANY (whole);
+    DELETE FROM square.square_sales s  -- pair by pair, through the (merchant_id, location_id, sale_date) index
+    USING (SELECT DISTINCT * FROM unnest(locs, days)) p(location_id, day)
+    WHERE s.merchant_id = p_merchant AND s.location_id = p.location_id AND s.sale_date = p.day;
     INSERT INTO square.square_sales SELECT * FROM squaresync._sales_rows(p_merchant, locs, days, whole);
 END
 $fn$;

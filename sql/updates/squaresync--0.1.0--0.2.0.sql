@@ -215,10 +215,63 @@ RETURNS SETOF square.square_item_library_export LANGUAGE sql STABLE AS $$
     WHERE a.merchant_id = p_merchant AND NOT v.is_deleted AND NOT i.is_deleted
 $$;
 
--- 30_apply.sql: an update's audit compares the new values with the stored row converted once,
--- not once per column.
-CREATE OR REPLACE FUNCTION squaresync._apply_table(p_run bigint, p_merchant text, p_table text, p_full boolean,
-                                        p_keys_only_inserts boolean DEFAULT false)
+-- 30_apply.sql: a synced table is analyzed after its first rows too.
+CREATE OR REPLACE FUNCTION squaresync._analyze_if_large(p_schema text, p_table text, p_counts jsonb)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    changed bigint;
+    est     double precision;
+BEGIN
+    SELECT reltuples INTO est FROM pg_class WHERE oid = format('%I.%I', p_schema, p_table)::regclass;
+    IF p_counts IS NULL THEN
+        EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %I.%I LIMIT 10001) x', p_schema, p_table) INTO changed;
+        IF changed > 10000 AND (est < 0 OR est < changed / 2) THEN
+            EXECUTE format('ANALYZE %I.%I', p_schema, p_table);
+        END IF;
+        RETURN;
+    END IF;
+    changed := (p_counts ->> 'inserted')::bigint + (p_counts ->> 'updated')::bigint + (p_counts ->> 'deleted')::bigint;
+    IF (changed > 0 AND est < 0) OR (changed > 1000 AND (est = 0 OR changed > est / 10)) THEN
+        EXECUTE format('ANALYZE %I.%I', p_schema, p_table);
+    END IF;
+END
+$fn$;
+ALTER FUNCTION squaresync._analyze_if_large(text, text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- 30_apply.sql: the key columns looked up once per call; empty staging tables not truncated.
+CREATE OR REPLACE FUNCTION squaresync._data_columns(p_table text, p_keys boolean)
+RETURNS text[] LANGUAGE sql STABLE AS $$
+    WITH k AS MATERIALIZED (SELECT squaresync._key_columns(p_table) AS keys)  -- once, not per column
+    SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
+    FROM pg_attribute a, k
+    WHERE a.attrelid = format('square.%I', p_table)::regclass
+      AND a.attnum > 0 AND NOT a.attisdropped
+      AND a.attname NOT IN ('merchant_id', 'synced_at')
+      AND (a.attname = ANY (k.keys)) = p_keys
+$$;
+CREATE OR REPLACE FUNCTION squaresync._clear_staging(p_stream text)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    t         text;
+    has_rows  boolean;
+BEGIN
+    FOR t IN SELECT table_name FROM squaresync.synced_tables
+             WHERE p_stream IS NULL OR stream = p_stream LOOP
+        EXECUTE format('SELECT EXISTS (SELECT FROM squaresync.%I)', 'stage_' || t) INTO has_rows;
+        IF has_rows THEN
+            EXECUTE format('TRUNCATE squaresync.%I', 'stage_' || t);
+        END IF;
+    END LOOP;
+END
+$fn$;
+
+-- 30_apply.sql: _apply_table takes a scope (an incremental catalog recomputes the availability of
+-- the variations it changed only); an update's audit compares the new values with the stored row
+-- converted once, not once per column.
+DROP FUNCTION squaresync._apply_table(bigint, text, text, boolean, boolean);
+CREATE FUNCTION squaresync._apply_table(p_run bigint, p_merchant text, p_table text, p_full boolean,
+                                        p_keys_only_inserts boolean DEFAULT false,
+                                        p_scope_column text DEFAULT NULL, p_scope_keys text[] DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
     d        squaresync.synced_tables%ROWTYPE;
@@ -266,6 +319,9 @@ BEGIN
         scope := format('t.%I IN (SELECT id FROM squaresync.%I)', d.parent_column, 'stage_' || d.parent_table);
     ELSE
         scope := 'false';
+    END IF;
+    IF p_scope_column IS NOT NULL THEN
+        scope := format('t.%I = ANY ($4)', p_scope_column);
     END IF;
     IF d.tombstone THEN
         scope := scope || ' AND NOT t.is_deleted';
@@ -343,57 +399,181 @@ BEGIN
         -- A tombstone Square sends for a live row is that row's deletion.
         CASE WHEN d.tombstone THEN '(t.merchant_id IS NOT NULL AND s.is_deleted AND NOT t.is_deleted)' ELSE 'false' END -- 18
     );
-    EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts;
+    EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys;
     RETURN result;
 END
 $fn$;
-
--- 30_apply.sql: a synced table is analyzed after its first rows too.
-CREATE OR REPLACE FUNCTION squaresync._analyze_if_large(p_schema text, p_table text, p_counts jsonb)
-RETURNS void LANGUAGE plpgsql AS $fn$
+REVOKE ALL ON FUNCTION squaresync._apply_table(bigint, text, text, boolean, boolean, text, text[]) FROM PUBLIC;
+DROP FUNCTION squaresync._stage_availability(text);
+CREATE FUNCTION squaresync._stage_availability(p_merchant text, p_variations text[] DEFAULT NULL)
+RETURNS void LANGUAGE sql AS $$
+    TRUNCATE squaresync.stage_catalog_location_availability;
+    INSERT INTO squaresync.stage_catalog_location_availability
+        (merchant_id, variation_id, location_id, item_id, is_present, has_override, price_amount,
+         price_currency, pricing_type, track_inventory, inventory_alert_type, inventory_alert_threshold,
+         sold_out, sold_out_valid_until, variation_version, _batch, _ord)
+    SELECT p_merchant, v.id, l.id, v.item_id,
+           (CASE WHEN coalesce(i.present_at_all_locations, true)
+                 THEN NOT (l.id = ANY (coalesce(i.absent_at_location_ids, '{}')))
+                 ELSE l.id = ANY (coalesce(i.present_at_location_ids, '{}')) END)
+           AND (CASE WHEN coalesce(v.present_at_all_locations, true)
+                 THEN NOT (l.id = ANY (coalesce(v.absent_at_location_ids, '{}')))
+                 ELSE l.id = ANY (coalesce(v.present_at_location_ids, '{}')) END),
+           o.ov IS NOT NULL,
+           (o.ov -> 'price_money' ->> 'amount')::bigint,
+           o.ov -> 'price_money' ->> 'currency',
+           o.ov ->> 'pricing_type',
+           (o.ov ->> 'track_inventory')::boolean,
+           o.ov ->> 'inventory_alert_type',
+           (o.ov ->> 'inventory_alert_threshold')::bigint,
+           (o.ov ->> 'sold_out')::boolean,
+           (o.ov ->> 'sold_out_valid_until')::timestamptz,
+           v.version, 0, 0
+    FROM square.catalog_variations v
+    JOIN square.catalog_items i ON i.merchant_id = v.merchant_id AND i.id = v.item_id
+    JOIN square.locations l ON l.merchant_id = v.merchant_id
+    LEFT JOIN LATERAL (
+        SELECT e AS ov FROM jsonb_array_elements(v.raw -> 'item_variation_data' -> 'location_overrides') e
+        WHERE e ->> 'location_id' = l.id LIMIT 1
+    ) o ON true
+    WHERE v.merchant_id = p_merchant AND NOT v.is_deleted AND NOT i.is_deleted
+      AND (p_variations IS NULL OR v.id = ANY (p_variations));
+$$;
+REVOKE ALL ON FUNCTION squaresync._stage_availability(text, text[]) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION squaresync._apply_stream(p_run bigint, p_merchant text, p_stream text, p_full boolean,
+                                         p_watermark text)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
-    changed bigint;
-    est     double precision;
+    t      record;
+    counts jsonb := '{}';
+    c      jsonb;
+    old_wm text;
+    vars   text[];
 BEGIN
-    SELECT reltuples INTO est FROM pg_class WHERE oid = format('%I.%I', p_schema, p_table)::regclass;
-    IF p_counts IS NULL THEN
-        EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %I.%I LIMIT 10001) x', p_schema, p_table) INTO changed;
-        IF changed > 10000 AND (est < 0 OR est < changed / 2) THEN
-            EXECUTE format('ANALYZE %I.%I', p_schema, p_table);
+    SELECT watermark INTO old_wm FROM squaresync.stream_state
+    WHERE merchant_id = p_merchant AND stream = p_stream FOR UPDATE;
+
+    FOR t IN SELECT * FROM squaresync.synced_tables WHERE stream = p_stream ORDER BY apply_order LOOP
+        IF t.derived THEN
+            CONTINUE;
         END IF;
-        RETURN;
+        -- Locations and vendors have no change filter: every read is a full read.
+        PERFORM squaresync._analyze_if_large('squaresync', 'stage_' || t.table_name, NULL);
+        c := squaresync._apply_table(p_run, p_merchant, t.table_name, p_full OR p_stream IN ('locations', 'vendors'),
+                                     p_full);
+        PERFORM squaresync._analyze_if_large('square', t.table_name, c);
+        counts := counts || jsonb_build_object(t.table_name, c);
+    END LOOP;
+
+    -- Availability follows the catalog and the locations: recomputed when either changed (always on
+    -- a foundation's catalog). An incremental catalog recomputes only the variations it changed and
+    -- those of the items it changed; a change of locations, every variation.
+    IF (p_stream = 'catalog' AND p_full)
+       OR (p_stream IN ('catalog', 'locations')
+           AND (SELECT coalesce(sum((v ->> 'inserted')::bigint + (v ->> 'updated')::bigint + (v ->> 'deleted')::bigint), 0)
+                FROM jsonb_each(counts) e(k, v)) > 0
+           AND EXISTS (SELECT 1 FROM square.catalog_variations WHERE merchant_id = p_merchant)) THEN
+        IF p_stream = 'catalog' AND NOT p_full THEN
+            SELECT coalesce(array_agg(DISTINCT x.id), '{}') INTO vars FROM (
+                SELECT ch.pk ->> 'id' AS id FROM squaresync.changes ch
+                WHERE ch.run_id = p_run AND ch.table_name = 'catalog_variations'
+                UNION
+                SELECT v.id FROM squaresync.changes ch
+                JOIN square.catalog_variations v ON v.merchant_id = p_merchant AND v.item_id = ch.pk ->> 'id'
+                WHERE ch.run_id = p_run AND ch.table_name = 'catalog_items') x;
+        END IF;
+        IF vars IS NULL OR cardinality(vars) > 0 THEN
+            PERFORM squaresync._stage_availability(p_merchant, vars);
+            c := squaresync._apply_table(p_run, p_merchant, 'catalog_location_availability', true, p_full,
+                                         CASE WHEN vars IS NOT NULL THEN 'variation_id' END, vars);
+            PERFORM squaresync._analyze_if_large('square', 'catalog_location_availability', c);
+            counts := counts || jsonb_build_object('catalog_location_availability', c);
+        END IF;
     END IF;
-    changed := (p_counts ->> 'inserted')::bigint + (p_counts ->> 'updated')::bigint + (p_counts ->> 'deleted')::bigint;
-    IF (changed > 0 AND est < 0) OR (changed > 1000 AND (est = 0 OR changed > est / 10)) THEN
-        EXECUTE format('ANALYZE %I.%I', p_schema, p_table);
-    END IF;
+
+    -- What derives from the stream (inventory history, daily sales, the item library export), in
+    -- the same transaction.
+    PERFORM squaresync._after_apply(p_run, p_merchant, p_stream);
+
+    INSERT INTO squaresync.stream_state AS s (merchant_id, stream, watermark, last_run_id, last_success_run_id,
+                                              last_status, last_error, last_success_at, updated_at)
+    VALUES (p_merchant, p_stream, coalesce(p_watermark, old_wm), p_run, p_run, 'succeeded', NULL, now(), now())
+    ON CONFLICT (merchant_id, stream) DO UPDATE
+        SET watermark = coalesce(p_watermark, s.watermark), last_run_id = p_run, last_success_run_id = p_run,
+            last_status = 'succeeded',
+            last_error = NULL, last_success_at = now(), updated_at = now();
+
+    UPDATE squaresync.sync_run_streams
+       SET status = 'succeeded', watermark_before = old_wm, watermark_after = coalesce(p_watermark, old_wm),
+           applied_at = now()
+     WHERE run_id = p_run AND stream = p_stream;
+
+    UPDATE squaresync.sync_runs r
+       SET tables = squaresync._add_counts(r.tables, counts),
+           rows_inserted = r.rows_inserted + x.ins, rows_updated = r.rows_updated + x.upd,
+           rows_deleted = r.rows_deleted + x.del, rows_unchanged = r.rows_unchanged + x.unch
+      FROM (SELECT coalesce(sum((v ->> 'inserted')::bigint), 0) AS ins,
+                   coalesce(sum((v ->> 'updated')::bigint), 0) AS upd,
+                   coalesce(sum((v ->> 'deleted')::bigint), 0) AS del,
+                   coalesce(sum((v ->> 'unchanged')::bigint), 0) AS unch
+              FROM jsonb_each(counts) e(k, v)) x
+     WHERE r.id = p_run;
+    RETURN counts;
 END
 $fn$;
-ALTER FUNCTION squaresync._analyze_if_large(text, text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
--- 30_apply.sql: the key columns looked up once per call; empty staging tables not truncated.
-CREATE OR REPLACE FUNCTION squaresync._data_columns(p_table text, p_keys boolean)
-RETURNS text[] LANGUAGE sql STABLE AS $$
-    WITH k AS (SELECT squaresync._key_columns(p_table) AS keys)  -- once, not once per column
-    SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
-    FROM pg_attribute a, k
-    WHERE a.attrelid = format('square.%I', p_table)::regclass
-      AND a.attnum > 0 AND NOT a.attisdropped
-      AND a.attname NOT IN ('merchant_id', 'synced_at')
-      AND (a.attname = ANY (k.keys)) = p_keys
-$$;
-CREATE OR REPLACE FUNCTION squaresync._clear_staging(p_stream text)
+-- 55_derived.sql: square_sales rows of the touched pairs deleted through the index.
+CREATE OR REPLACE FUNCTION squaresync._refresh_sales(p_run bigint, p_merchant text)
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
-    t         text;
-    has_rows  boolean;
+    locs  text[];
+    days  date[];
+    whole text[];
 BEGIN
-    FOR t IN SELECT table_name FROM squaresync.synced_tables
-             WHERE p_stream IS NULL OR stream = p_stream LOOP
-        EXECUTE format('SELECT EXISTS (SELECT FROM squaresync.%I)', 'stage_' || t) INTO has_rows;
-        IF has_rows THEN
-            EXECUTE format('TRUNCATE squaresync.%I', 'stage_' || t);
-        END IF;
-    END LOOP;
+    SELECT array_agg(DISTINCT c.pk ->> 'id') INTO whole
+    FROM squaresync.changes c
+    WHERE c.run_id = p_run AND c.table_name = 'locations'
+      AND CASE c.op WHEN 'update' THEN c.after ? 'timezone'
+                    WHEN 'delete' THEN true
+                    ELSE EXISTS (SELECT 1 FROM square.square_sales s
+                                 WHERE s.merchant_id = p_merchant AND s.location_id = c.pk ->> 'id') END;
+
+    IF EXISTS (SELECT 1 FROM squaresync.changes c WHERE c.run_id = p_run
+               AND c.table_name IN ('orders', 'order_line_items', 'order_returns')) THEN
+        WITH ch AS (
+            SELECT c.table_name, c.pk, c.before FROM squaresync.changes c
+            WHERE c.run_id = p_run AND c.table_name IN ('orders', 'order_line_items', 'order_returns')
+        ),
+        ids AS (
+            SELECT DISTINCT CASE WHEN table_name = 'orders' THEN pk ->> 'id' ELSE pk ->> 'order_id' END AS order_id
+            FROM ch
+        ),
+        touched AS (
+            SELECT ch.before ->> 'location_id' AS location_id, (ch.before ->> 'closed_at')::timestamptz AS closed_at
+            FROM ch WHERE ch.table_name = 'orders' AND ch.before IS NOT NULL
+            UNION
+            SELECT o.location_id, o.closed_at
+            FROM ids JOIN square.orders o ON o.merchant_id = p_merchant AND o.id = ids.order_id
+        ),
+        pairs AS (
+            SELECT DISTINCT t.location_id, (t.closed_at AT TIME ZONE coalesce(l.timezone, 'UTC'))::date AS day
+            FROM touched t
+            LEFT JOIN square.locations l ON l.merchant_id = p_merchant AND l.id = t.location_id
+            WHERE t.closed_at IS NOT NULL AND t.location_id IS NOT NULL
+        )
+        SELECT array_agg(location_id), array_agg(day) INTO locs, days FROM pairs;
+    END IF;
+
+    IF locs IS NULL AND whole IS NULL THEN
+        RETURN;
+    END IF;
+    locs := coalesce(locs, '{}');
+    days := coalesce(days, '{}');
+    whole := coalesce(whole, '{}');
+    DELETE FROM square.square_sales s WHERE s.merchant_id = p_merchant AND s.location_id = ANY (whole);
+    DELETE FROM square.square_sales s  -- pair by pair, through the (merchant_id, location_id, sale_date) index
+    USING (SELECT DISTINCT * FROM unnest(locs, days)) p(location_id, day)
+    WHERE s.merchant_id = p_merchant AND s.location_id = p.location_id AND s.sale_date = p.day;
+    INSERT INTO square.square_sales SELECT * FROM squaresync._sales_rows(p_merchant, locs, days, whole);
 END
 $fn$;
