@@ -83,6 +83,7 @@ DECLARE
     pk_json  text;
     q        text;
     result   jsonb;
+    empty    boolean;
 BEGIN
     SELECT * INTO STRICT d FROM squaresync.synced_tables WHERE table_name = p_table;
     allc := keys || cols;
@@ -192,6 +193,29 @@ BEGIN
         -- A tombstone Square sends for a live row is that row's deletion.
         CASE WHEN d.tombstone THEN '(t.merchant_id IS NOT NULL AND s.is_deleted AND NOT t.is_deleted)' ELSE 'false' END -- 18
     );
+    -- Into a table that holds nothing of the merchant (a foundation's), every staged row is an
+    -- insert: the same rows and audit without the join, the comparison and their materializations.
+    EXECUTE format('SELECT NOT EXISTS (SELECT FROM square.%I WHERE merchant_id = $1)', p_table)
+        INTO empty USING p_merchant;
+    IF empty THEN
+        q := format($q$
+            WITH ins AS (
+                INSERT INTO square.%2$I AS j (merchant_id, %3$s) SELECT $2, %3$s FROM (%1$s) s
+                RETURNING j.*
+            ),
+            audit AS (
+                INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after)
+                SELECT $1, %2$L, %4$s, 'insert', NULL, CASE WHEN $3 THEN NULL ELSE %5$s END FROM ins j
+            )
+            SELECT jsonb_build_object('inserted', (SELECT count(*) FROM ins), 'updated', 0, 'deleted', 0,
+                                      'unchanged', 0)
+            $q$,
+            src,                                                               -- 1
+            p_table,                                                           -- 2
+            (SELECT string_agg(format('%I', c), ', ') FROM unnest(allc) c),    -- 3
+            format(pk_json, 'j'),                                              -- 4
+            after_ins);                                                        -- 5
+    END IF;
     EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys;
     RETURN result;
 END
