@@ -7,7 +7,7 @@
 //           every walk's chain of requests.
 //   raw   : replays the recorded chains (same walks, same order, same concurrency) and discards
 //           every body unread: download only, "to nowhere".
-//   parse : the same replay, parsing each body with nlohmann::json and dropping it.
+//   parse : the same replay, parsing each body with simdjson's DOM (as the worker does) and dropping it.
 // Prints one JSON object with seconds, requests and bytes per pass (and the pass's per-stream pages).
 //
 //   floor_download --url http://127.0.0.1:PORT --token T [--concurrency 4] [--passes raw,parse,map,...]
@@ -25,6 +25,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <simdjson.h>
 
 #include "http_client.hpp"
 #include "streams.hpp"
@@ -91,8 +92,9 @@ struct ReplayWalk : PageWalk {
     }
     void prepare(HttpResponse& response) override {  // on the helper thread, as in the worker
         if (parse) {
-            json j = json::parse(response.body, nullptr, false);
-            if (j.is_discarded()) throw RetryableResponseError("malformed JSON");
+            thread_local simdjson::dom::parser parser;  // the worker's parser (streams.cpp)
+            simdjson::dom::element doc;
+            if (parser.parse(response.body).get(doc)) throw RetryableResponseError("malformed JSON");
         }
     }
     std::optional<HttpRequest> on_page(HttpResponse&&) override {

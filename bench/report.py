@@ -77,8 +77,8 @@ def render(r):
                  _ok(w["peak_rss_mib"] < 256)))
     rows.append(("1", "  of which private (peak RssAnon)", _mib(w["peak_rss_anon_mib"]), "", ""))
     rows.append(("2a", "Floor: download every page to nowhere (same HttpClient settings)", _s(fd["raw"]["seconds"]), "", ""))
-    rows.append(("2a", "  the same + JSON parse", _s(fd["parse"]["seconds"]), "", ""))
-    rows.append(("2a", "  the same + parse + map to rows (what the worker does before staging)", _s(fd["map"]["seconds"]), "", ""))
+    rows.append(("2a", "  the same + JSON parse (simdjson, on the helper thread)", _s(fd["parse"]["seconds"]), "", ""))
+    rows.append(("2a", "  the same + parse + map to rows + COPY text (what the worker does before staging)", _s(fd["map"]["seconds"]), "", ""))
     rows.append(("2b", f"Floor: COPY the final rows ({fc['rows']:,}) into empty copies with the same indexes",
                  _s(fc["seconds"]), "", ""))
     rows.append(("2", "foundation / (download + copy)", f"{r['floor_ratio']:.2f}x", "≤ 2x", _ok(r["floor_ratio"] <= 2)))

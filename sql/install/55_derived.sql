@@ -155,6 +155,13 @@ RETURNS SETOF square.square_sales LANGUAGE sql STABLE AS $$
     GROUP BY day, location_id, variation_id
 $$;
 
+-- Recomputes a merchant's daily sales from all its orders, in the caller's transaction.
+CREATE FUNCTION squaresync._rebuild_sales(p_merchant text)
+RETURNS void LANGUAGE sql AS $$
+    DELETE FROM square.square_sales WHERE merchant_id = p_merchant;
+    INSERT INTO square.square_sales SELECT * FROM squaresync._sales_rows(p_merchant, NULL, NULL, NULL);
+$$;
+
 -- Recomputes the sales a run's changes touch: the (day, location) pairs of the orders it changed
 -- (their values before the run, from changes.before, and now) and, when a location changed its
 -- time zone, was removed, or came back while sales of it are stored, every day of that location.
@@ -392,7 +399,11 @@ BEGIN
     IF p_stream = 'inventory' AND v_kind IS DISTINCT FROM 'rollback' THEN
         PERFORM squaresync._record_inventory_history(p_run, p_merchant);
     END IF;
-    IF p_stream IN ('orders', 'locations') THEN
+    IF p_stream = 'orders' AND v_kind = 'foundation' THEN
+        -- A foundation reads every order: every day is touched, and one aggregation over all of
+        -- them is cheaper than finding the touched days in its changes first.
+        PERFORM squaresync._rebuild_sales(p_merchant);
+    ELSIF p_stream IN ('orders', 'locations') THEN
         PERFORM squaresync._refresh_sales(p_run, p_merchant);
     END IF;
 END
@@ -419,8 +430,7 @@ BEGIN
     FOR m IN SELECT DISTINCT merchant_id FROM square.locations
              UNION SELECT DISTINCT merchant_id FROM square.square_sales
              UNION SELECT DISTINCT merchant_id FROM square.square_item_library_export LOOP
-        DELETE FROM square.square_sales WHERE merchant_id = m;
-        INSERT INTO square.square_sales SELECT * FROM squaresync._sales_rows(m, NULL, NULL, NULL);
+        PERFORM squaresync._rebuild_sales(m);
         PERFORM squaresync._rebuild_item_library_export(m);
     END LOOP;
 END

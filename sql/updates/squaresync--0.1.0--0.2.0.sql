@@ -601,3 +601,42 @@ BEGIN
     INSERT INTO square.square_sales SELECT * FROM squaresync._sales_rows(p_merchant, locs, days, whole);
 END
 $fn$;
+
+-- 55_derived.sql: a foundation rebuilds the daily sales from all orders at once.
+CREATE FUNCTION squaresync._rebuild_sales(p_merchant text)
+RETURNS void LANGUAGE sql AS $$
+    DELETE FROM square.square_sales WHERE merchant_id = p_merchant;
+    INSERT INTO square.square_sales SELECT * FROM squaresync._sales_rows(p_merchant, NULL, NULL, NULL);
+$$;
+REVOKE ALL ON FUNCTION squaresync._rebuild_sales(text) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION squaresync._after_apply(p_run bigint, p_merchant text, p_stream text)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_kind text;
+BEGIN
+    SELECT kind INTO v_kind FROM squaresync.sync_runs WHERE id = p_run;
+    PERFORM squaresync._track_row_counts(p_run, p_merchant, squaresync._stream_tables(p_stream), v_kind = 'foundation');
+    IF p_stream = 'inventory' AND v_kind IS DISTINCT FROM 'rollback' THEN
+        PERFORM squaresync._record_inventory_history(p_run, p_merchant);
+    END IF;
+    IF p_stream = 'orders' AND v_kind = 'foundation' THEN
+        -- A foundation reads every order: every day is touched, and one aggregation over all of
+        -- them is cheaper than finding the touched days in its changes first.
+        PERFORM squaresync._rebuild_sales(p_merchant);
+    ELSIF p_stream IN ('orders', 'locations') THEN
+        PERFORM squaresync._refresh_sales(p_run, p_merchant);
+    END IF;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION squaresync.rebuild_derived()
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE m text;
+BEGIN
+    FOR m IN SELECT DISTINCT merchant_id FROM square.locations
+             UNION SELECT DISTINCT merchant_id FROM square.square_sales
+             UNION SELECT DISTINCT merchant_id FROM square.square_item_library_export LOOP
+        PERFORM squaresync._rebuild_sales(m);
+        PERFORM squaresync._rebuild_item_library_export(m);
+    END LOOP;
+END
+$fn$;
