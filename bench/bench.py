@@ -267,17 +267,6 @@ def pgss_top(con, limit=25):
     return [{"calls": r[0], "seconds": r[1], "rows": r[2], "query": r[3]} for r in rows]
 
 
-def pgss_staging(con):
-    """Total time of the staging INSERTs per table (pg_stat_statements)."""
-    out = {}
-    for calls, secs, rows, q in con.execute(
-            """SELECT calls, total_exec_time / 1000, rows, query FROM pg_stat_statements
-               WHERE query LIKE 'INSERT INTO squaresync."stage_%'"""):
-        t = q.split('"stage_', 1)[1].split('"', 1)[0]
-        out[t] = {"calls": calls, "seconds": secs, "rows": rows}
-    return out
-
-
 def profiled_foundation(cluster, con, fake, perf_seconds_cap, outdir):
     """A foundation under pg_stat_statements (track = all) and perf record -a -g."""
     con.execute("ALTER SYSTEM SET pg_stat_statements.track = 'all'")
@@ -299,7 +288,6 @@ def profiled_foundation(cluster, con, fake, perf_seconds_cap, outdir):
         perf.send_signal(2)
         perf.wait(60)
     res["pgss_top"] = pgss_top(con)
-    res["pgss_staging"] = pgss_staging(con)
     con.execute("ALTER SYSTEM SET pg_stat_statements.track = 'none'")
     con.execute("SELECT pg_reload_conf()")
     if perf and os.path.exists(perf_data):

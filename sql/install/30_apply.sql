@@ -262,9 +262,10 @@ $$;
 
 -- Keeps the planner's statistics in step with bulk changes inside the apply transaction (autovacuum
 -- would see them only later, and a first incremental after a foundation would plan on empty-table
--- statistics): a staging table with many rows before it is read, a synced table after a change of
--- more than a tenth of its rows, or after its first rows (a never-analyzed table of a few hundred
--- rows is planned as if it had a handful, and the export's joins go nested-loop).
+-- statistics): a staging table with rows before it is read (TRUNCATE forgets its statistics, and a
+-- few staged rows planned as a page full of them hash the whole target table); a synced table
+-- after a change of more than a tenth of its rows, or after its first rows (a never-analyzed table
+-- of a few hundred rows is planned as if it had a handful, and the export's joins go nested-loop).
 CREATE FUNCTION squaresync._analyze_if_large(p_schema text, p_table text, p_counts jsonb)
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -274,7 +275,7 @@ BEGIN
     SELECT reltuples INTO est FROM pg_class WHERE oid = format('%I.%I', p_schema, p_table)::regclass;
     IF p_counts IS NULL THEN
         EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %I.%I LIMIT 10001) x', p_schema, p_table) INTO changed;
-        IF changed > 10000 AND (est < 0 OR est < changed / 2) THEN
+        IF changed > 0 AND (est < 0 OR est < changed / 2) THEN
             EXECUTE format('ANALYZE %I.%I', p_schema, p_table);
         END IF;
         RETURN;

@@ -225,7 +225,7 @@ BEGIN
     SELECT reltuples INTO est FROM pg_class WHERE oid = format('%I.%I', p_schema, p_table)::regclass;
     IF p_counts IS NULL THEN
         EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %I.%I LIMIT 10001) x', p_schema, p_table) INTO changed;
-        IF changed > 10000 AND (est < 0 OR est < changed / 2) THEN
+        IF changed > 0 AND (est < 0 OR est < changed / 2) THEN
             EXECUTE format('ANALYZE %I.%I', p_schema, p_table);
         END IF;
         RETURN;

@@ -53,12 +53,24 @@ class StagingSink : public RowSink {
 public:
     StagingSink(std::string merchant, bool incremental) : merchant_(std::move(merchant)), incremental_(incremental) {}
     std::int64_t stage(const std::string& stream, std::vector<RowBatch>& batches) override {
+        if (incremental_ && !stream_reads_whole(stream)) {
+            // The fetch must never wait for a lock on a data table (a seller's LOCK TABLE, an ALTER):
+            // when the versions cannot be read at once, the page is staged whole, which is always
+            // correct (the apply then compares it, or fails with squaresync.lock_timeout).
+            try {
+                in_transaction([&] {
+                    spi_exec("SELECT set_config('lock_timeout', '1ms', true)");
+                    skip_stored(batches);
+                });
+            } catch (const PgError& e) {
+                if (e.sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE && e.sqlerrcode != ERRCODE_UNDEFINED_TABLE) throw;
+            }
+        }
         bool installed = true;
         std::int64_t staged = 0;
         in_transaction([&] {
             pg_call([&] { installed = OidIsValid(get_extension_oid("squaresync", true)); });
             if (!installed) return;
-            if (incremental_ && !stream_reads_whole(stream)) skip_stored(batches);
             for (const auto& b : batches) {
                 spi_stage_batch(b);
                 staged += static_cast<std::int64_t>(b.rows);
