@@ -1,15 +1,19 @@
 -- 30_apply.sql: staging tables and the set-based apply of a fetched stream.
 
--- Sets the statistics target of every staging table's columns to 10 (see below).
+-- Sets the statistics targets of the staging tables (see below): 10 for what the apply joins on (the
+-- key columns, the parent column, the page), none for the rest: ANALYZE then costs little more than
+-- counting the rows, which is what the plans need most.
 CREATE FUNCTION squaresync._stage_statistics()
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE a record;
 BEGIN
-    FOR a IN SELECT c.relname, at.attname
-             FROM pg_class c JOIN pg_attribute at ON at.attrelid = c.oid
-             WHERE c.relnamespace = 'squaresync'::regnamespace AND c.relkind = 'r' AND c.relname LIKE 'stage\_%'
-               AND at.attnum > 0 AND NOT at.attisdropped LOOP
-        EXECUTE format('ALTER TABLE squaresync.%I ALTER COLUMN %I SET STATISTICS 10', a.relname, a.attname);
+    FOR a IN SELECT t.table_name, at.attname,
+                    at.attname::text = ANY (squaresync._key_columns(t.table_name) || t.parent_column || '_batch'::text) AS joined
+             FROM squaresync.synced_tables t
+             JOIN pg_attribute at ON at.attrelid = format('squaresync.%I', 'stage_' || t.table_name)::regclass
+             WHERE at.attnum > 0 AND NOT at.attisdropped LOOP
+        EXECUTE format('ALTER TABLE squaresync.%I ALTER COLUMN %I SET STATISTICS %s',
+                       'stage_' || a.table_name, a.attname, CASE WHEN a.joined THEN 10 ELSE 0 END);
     END LOOP;
 END
 $fn$;
@@ -17,8 +21,8 @@ $fn$;
 --------------------------------------------------------------------------------------------------
 -- Staging: one UNLOGGED table per synced table, same columns plus the batch (page) and the row's
 -- place in it. Filled by the sync worker page by page in short transactions; emptied after apply.
--- A small statistics target: the apply's plans need the row counts and rough distinct counts, and
--- ANALYZE of a foundation's staged line items takes 25 ms instead of 250.
+-- Small statistics targets: the apply's plans need the row counts and rough distinct counts of the
+-- join columns, and ANALYZE of a foundation's staged line items takes 25 ms instead of 250.
 --------------------------------------------------------------------------------------------------
 DO $$
 DECLARE t text;
@@ -27,7 +31,6 @@ BEGIN
         EXECUTE format('CREATE UNLOGGED TABLE squaresync.%I (LIKE square.%I INCLUDING DEFAULTS, _batch bigint NOT NULL, _ord bigint NOT NULL)',
                        'stage_' || t, t);
     END LOOP;
-    PERFORM squaresync._stage_statistics();
 END $$;
 
 --------------------------------------------------------------------------------------------------
@@ -57,6 +60,8 @@ RETURNS text[] LANGUAGE sql STABLE AS $$
     WHERE c.conrelid = format('square.%I', p_table)::regclass AND c.contype = 'p'
       AND a.attname <> 'merchant_id'
 $$;
+
+SELECT squaresync._stage_statistics();
 
 -- p_keys_only_inserts: a foundation records its inserts by key only (the row it loaded is the row in
 -- the table; a rollback of it deletes by key), not a second copy of every column.

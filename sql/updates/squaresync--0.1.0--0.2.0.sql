@@ -94,11 +94,13 @@ CREATE FUNCTION squaresync._stage_statistics()
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE a record;
 BEGIN
-    FOR a IN SELECT c.relname, at.attname
-             FROM pg_class c JOIN pg_attribute at ON at.attrelid = c.oid
-             WHERE c.relnamespace = 'squaresync'::regnamespace AND c.relkind = 'r' AND c.relname LIKE 'stage\_%'
-               AND at.attnum > 0 AND NOT at.attisdropped LOOP
-        EXECUTE format('ALTER TABLE squaresync.%I ALTER COLUMN %I SET STATISTICS 10', a.relname, a.attname);
+    FOR a IN SELECT t.table_name, at.attname,
+                    at.attname::text = ANY (squaresync._key_columns(t.table_name) || t.parent_column || '_batch'::text) AS joined
+             FROM squaresync.synced_tables t
+             JOIN pg_attribute at ON at.attrelid = format('squaresync.%I', 'stage_' || t.table_name)::regclass
+             WHERE at.attnum > 0 AND NOT at.attisdropped LOOP
+        EXECUTE format('ALTER TABLE squaresync.%I ALTER COLUMN %I SET STATISTICS %s',
+                       'stage_' || a.table_name, a.attname, CASE WHEN a.joined THEN 10 ELSE 0 END);
     END LOOP;
 END
 $fn$;
