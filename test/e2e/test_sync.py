@@ -110,6 +110,25 @@ def test_orders_read_again_unchanged_are_not_staged(db, fake):
     assert_matches_fake(db, fake)
 
 
+def test_item_presence_changes_reach_the_availability_of_its_variations(db, fake):
+    """An incremental catalog recomputes the availability of the variations it changed and of the
+    items it changed, and nothing else: the result still equals the fake's, row for row."""
+    db.execute("SELECT squaresync.foundation()")
+    changed = fake.mutate({"catalog_items": {"update": 0.6}})
+    assert len(changed["catalog_items"]["updated"]) >= 5
+    run = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    r = run_row(db, run)
+    assert r["status"] == "succeeded", r
+    avail = r["tables"].get("catalog_location_availability", {"inserted": 0, "updated": 0, "unchanged": 0})
+    assert avail["updated"] > 0, ("no item changed its locations: the test proves nothing", avail)
+    # Only the changed items' variations were recomputed: the others were not even compared.
+    n_vars = db.execute("SELECT count(*) FROM square.catalog_variations WHERE item_id = ANY(%s) AND NOT is_deleted",
+                        (changed["catalog_items"]["updated"],)).fetchone()[0]
+    n_locs = db.execute("SELECT count(*) FROM square.locations").fetchone()[0]
+    assert avail["updated"] + avail["unchanged"] + avail["inserted"] <= n_vars * n_locs, avail
+    assert_matches_fake(db, fake)
+
+
 def test_more_than_ten_locations(cluster):
     fake = FakeSquare(scale=0.01, locations=12).start()
     try:

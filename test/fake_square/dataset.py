@@ -841,6 +841,14 @@ class Dataset:
             item = self.catalog[iid]
             base = item["item_data"]["name"].split(" (rev")[0]
             item["item_data"]["name"] = "%s (rev %d)" % (base, rng.randint(2, 999))
+            if rng.random() < 0.5 and len(self.loc_ids) > 1:
+                # Every other edit also changes where the item is sold: its variations' availability follows.
+                if item.get("absent_at_location_ids") or item.get("present_at_all_locations") is False:
+                    item["present_at_all_locations"] = True
+                    item.pop("absent_at_location_ids", None)
+                    item.pop("present_at_location_ids", None)
+                else:
+                    item["absent_at_location_ids"] = [rng.choice(self.loc_ids)]
             self._touch_cat(item, self.clock.now_ms())
             res["catalog_items"]["updated"].append(iid)
 
