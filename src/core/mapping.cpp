@@ -46,7 +46,7 @@ std::optional<JsonElement> walk(std::optional<JsonElement> j, const std::vector<
 
 std::string_view str(const JsonElement& v) { return std::string_view(v.get_string().value_unsafe()); }
 
-bool is_integer_text(const std::string& s) {
+bool is_integer_text(std::string_view s) {
     std::size_t i = (!s.empty() && s[0] == '-') ? 1 : 0;
     if (i >= s.size() || s.size() > 20) return false;
     for (; i < s.size(); ++i)
@@ -54,7 +54,7 @@ bool is_integer_text(const std::string& s) {
     return true;
 }
 
-bool is_decimal_text(const std::string& s) {
+bool is_decimal_text(std::string_view s) {
     std::size_t i = (!s.empty() && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
     bool digit = false, dot = false;
     for (; i < s.size(); ++i) {
@@ -69,7 +69,7 @@ bool is_decimal_text(const std::string& s) {
     return digit && s.size() <= 40;
 }
 
-bool looks_like_timestamp(const std::string& s) {
+bool looks_like_timestamp(std::string_view s) {
     return s.size() >= 10 && s.size() <= 40 && std::isdigit(static_cast<unsigned char>(s[0])) && s[4] == '-';
 }
 
@@ -161,17 +161,17 @@ std::optional<std::string> scalar_text(const JsonElement& v, PgType type, const 
         case PgType::Integer:
         case PgType::Bigint:
             if (t == element_type::INT64 || t == element_type::UINT64) return simdjson::minify(v);
-            if (t == element_type::STRING && is_integer_text(std::string(str(v)))) return std::string(str(v));
+            if (t == element_type::STRING && is_integer_text(str(v))) return std::string(str(v));
             bad(c, "expected an integer, got " + describe(v));
         case PgType::Numeric:
             if (v.is_number()) return simdjson::minify(v);
-            if (t == element_type::STRING && is_decimal_text(std::string(str(v)))) return std::string(str(v));
+            if (t == element_type::STRING && is_decimal_text(str(v))) return std::string(str(v));
             bad(c, "expected a decimal quantity, got " + describe(v));
         case PgType::Boolean:
             if (t == element_type::BOOL) return bool_text(v);
             bad(c, "expected a boolean, got " + describe(v));
         case PgType::Timestamptz:
-            if (t == element_type::STRING && looks_like_timestamp(std::string(str(v)))) return std::string(str(v));
+            if (t == element_type::STRING && looks_like_timestamp(str(v))) return std::string(str(v));
             bad(c, "expected an RFC 3339 timestamp, got " + describe(v));
         case PgType::TextArray:
             bad(c, "expected an array path");

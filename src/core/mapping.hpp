@@ -1,6 +1,6 @@
 // mapping.hpp: Square JSON -> typed rows, driven by the table descriptions in tables.hpp. A row's
-// values are PostgreSQL text input (NULL as nullopt), stored column by column so a page of rows
-// becomes one array per column for a single set-based INSERT. Pages are parsed with simdjson's DOM
+// values are PostgreSQL text input (NULL as nullopt), stored column by column; a page's rows are
+// then formatted as COPY text for staging (copy_text.hpp). Pages are parsed with simdjson's DOM
 // (a page of orders is several MB: nlohmann's DOM parsed it at ~60 MB/s and held ~10x its size;
 // see docs/benchmarks.md); nlohmann/json builds requests and reads error bodies.
 #pragma once

@@ -213,17 +213,8 @@ struct StreamFetch::Walk : PageWalk {
     struct Prepared {
         std::vector<RowBatch> batches;
         std::optional<std::string> cursor;
-        std::optional<std::string> watermark;
-        std::optional<std::int64_t> watermark_us;
+        LatestTime watermark;
         std::string error, error_code;
-
-        void keep_latest(const std::string& ts) {
-            auto t = parse_rfc3339(ts);
-            if (t && (!watermark_us || *t > *watermark_us)) {
-                watermark_us = t;
-                watermark = ts;
-            }
-        }
     };
     std::optional<Prepared> prepared;
 
@@ -284,14 +275,14 @@ struct StreamFetch::Walk : PageWalk {
                         }
                         b += 1 + m.children.size();
                     }
-                    if (auto w = string_at(obj, s.watermark_field)) p.keep_latest(*w);
+                    if (auto w = string_at(obj, s.watermark_field)) p.watermark.note(*w);
                 }
             }
         } catch (const MappingError& e) {
             throw RetryableResponseError("Square sent " + label() + " in an unexpected shape: " + e.what());
         }
         if (s.catalog_latest_time && page == 0)
-            if (auto lt = string_at(body, "latest_time")) p.keep_latest(*lt);
+            if (auto lt = string_at(body, "latest_time")) p.watermark.note(*lt);
         if (s.paged)
             if (auto c = string_at(body, "cursor"); c && !c->empty()) p.cursor = *c;
         if (owner.options_.stage_merchant) {
@@ -313,7 +304,7 @@ struct StreamFetch::Walk : PageWalk {
             owner.fail(p.error, p.error_code);
             return std::nullopt;
         }
-        if (p.watermark) owner.note_watermark(*p.watermark);
+        owner.max_seen_.note(p.watermark);
 
         ++owner.pages_;
         owner.sink_.progress(owner.name_ + " page " + std::to_string(owner.pages_));
@@ -389,22 +380,26 @@ void StreamFetch::fail(const std::string& message, const std::string& code) {
     }
 }
 
-void StreamFetch::note_watermark(const std::string& ts) {
-    auto t = parse_rfc3339(ts);
-    if (t && (!max_seen_ || *t > *max_seen_)) {
-        max_seen_ = t;
-        max_seen_text_ = ts;
+void LatestTime::note(const std::string& ts) {
+    const auto t = parse_rfc3339(ts);
+    if (t && (!us || *t > *us)) {
+        us = t;
+        text = ts;
     }
+}
+
+void LatestTime::note(const LatestTime& other) {
+    if (other.us && (!us || *other.us > *us)) *this = other;
 }
 
 std::optional<std::string> StreamFetch::next_watermark() const {
     if (spec_->watermark_field.empty()) return std::nullopt;
-    if (!max_seen_) return options_.watermark;
+    if (!max_seen_.us) return options_.watermark;
     if (options_.watermark) {
         auto old = parse_rfc3339(*options_.watermark);
-        if (old && *old > *max_seen_) return options_.watermark;
+        if (old && *old > *max_seen_.us) return options_.watermark;
     }
-    return max_seen_text_;
+    return max_seen_.text;
 }
 
 std::string square_error_summary(const std::string& body, std::string* code) {

@@ -49,6 +49,15 @@ std::vector<std::string> stream_tables(const std::string& stream);
 // takes what is missing from the read as deleted: none of its objects may be skipped.
 bool stream_reads_whole(const std::string& stream);
 
+// The latest of some RFC 3339 times, kept as Square wrote it (instants are compared, not text;
+// times that do not parse are ignored).
+struct LatestTime {
+    std::optional<std::int64_t> us;
+    std::string text;
+    void note(const std::string& ts);
+    void note(const LatestTime& other);
+};
+
 class StreamFetch {
 public:
     StreamFetch(const std::string& stream, StreamOptions options, RowSink& sink);
@@ -78,7 +87,6 @@ public:
 
 private:
     friend struct Walk;
-    void note_watermark(const std::string& ts);
 
     std::string name_;
     StreamOptions options_;
@@ -87,8 +95,7 @@ private:
     std::vector<std::unique_ptr<Walk>> walks_;
     std::vector<PageWalk*> restarts_;
     std::string error_, error_code_;
-    std::optional<std::int64_t> max_seen_;
-    std::string max_seen_text_;
+    LatestTime max_seen_;
     int pages_ = 0;
     std::int64_t rows_ = 0;
 };

@@ -40,7 +40,6 @@ void WorkerThread::submit(void* tag, std::function<void()> job) {
     {
         std::lock_guard<std::mutex> lock(mu_);
         queue_.push_back({tag, std::move(job)});
-        ++outstanding_;
     }
     cv_.notify_one();
 }
@@ -49,13 +48,7 @@ std::vector<void*> WorkerThread::take_done() {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<void*> d;
     d.swap(done_);
-    outstanding_ -= d.size();
     return d;
-}
-
-std::size_t WorkerThread::outstanding() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return outstanding_;
 }
 
 void WorkerThread::loop() {

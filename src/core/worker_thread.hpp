@@ -5,7 +5,6 @@
 #pragma once
 
 #include <condition_variable>
-#include <cstddef>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -27,8 +26,6 @@ public:
     void submit(void* tag, std::function<void()> job);
     // The tags of the jobs finished since the last call, in the order they ran.
     std::vector<void*> take_done();
-    // Jobs submitted and not yet taken back by take_done().
-    std::size_t outstanding() const;
 
 private:
     void loop();
@@ -37,11 +34,10 @@ private:
         void* tag;
         std::function<void()> run;
     };
-    mutable std::mutex mu_;
+    std::mutex mu_;
     std::condition_variable cv_;
     std::deque<Job> queue_;
     std::vector<void*> done_;
-    std::size_t outstanding_ = 0;
     bool stop_ = false;
     std::function<void()> notify_;
     std::thread thread_;
