@@ -1,23 +1,5 @@
 -- 30_apply.sql: staging tables and the set-based apply of a fetched stream.
 
--- Sets the statistics targets of the staging tables (see below): 10 for what the apply joins on (the
--- key columns, the parent column, the page), none for the rest: ANALYZE then costs little more than
--- counting the rows, which is what the plans need most.
-CREATE FUNCTION squaresync._stage_statistics()
-RETURNS void LANGUAGE plpgsql AS $fn$
-DECLARE a record;
-BEGIN
-    FOR a IN SELECT t.table_name, at.attname,
-                    at.attname::text = ANY (squaresync._key_columns(t.table_name) || t.parent_column || '_batch'::text) AS joined
-             FROM squaresync.synced_tables t
-             JOIN pg_attribute at ON at.attrelid = format('squaresync.%I', 'stage_' || t.table_name)::regclass
-             WHERE at.attnum > 0 AND NOT at.attisdropped LOOP
-        EXECUTE format('ALTER TABLE squaresync.%I ALTER COLUMN %I SET STATISTICS %s',
-                       'stage_' || a.table_name, a.attname, CASE WHEN a.joined THEN 10 ELSE 0 END);
-    END LOOP;
-END
-$fn$;
-
 --------------------------------------------------------------------------------------------------
 -- Staging: one UNLOGGED table per synced table, same columns plus the batch (page) and the row's
 -- place in it. Filled by the sync worker page by page in short transactions; emptied after apply.
@@ -61,6 +43,24 @@ RETURNS text[] LANGUAGE sql STABLE AS $$
       AND a.attname <> 'merchant_id'
 $$;
 
+-- Sets the statistics targets of the staging tables (see above): 10 for what the apply joins on (the
+-- key columns, the parent column, the page), none for the rest: ANALYZE then costs little more than
+-- counting the rows, which is what the plans need most.
+CREATE FUNCTION squaresync._stage_statistics()
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE a record;
+BEGIN
+    FOR a IN SELECT t.table_name, at.attname,
+                    at.attname::text = ANY (squaresync._key_columns(t.table_name) || t.parent_column || '_batch'::text) AS joined
+             FROM squaresync.synced_tables t
+             JOIN pg_attribute at ON at.attrelid = format('squaresync.%I', 'stage_' || t.table_name)::regclass
+             WHERE at.attnum > 0 AND NOT at.attisdropped LOOP
+        EXECUTE format('ALTER TABLE squaresync.%I ALTER COLUMN %I SET STATISTICS %s',
+                       'stage_' || a.table_name, a.attname, CASE WHEN a.joined THEN 10 ELSE 0 END);
+    END LOOP;
+END
+$fn$;
+
 SELECT squaresync._stage_statistics();
 
 -- p_keys_only_inserts: a foundation records its inserts by key only (the row it loaded is the row in
@@ -84,7 +84,7 @@ DECLARE
     scope    text;
     del_sql  text;
     after_ins text;
-    after_upd text;
+    all_list text;
     pk_json  text;
     q        text;
     result   jsonb;
@@ -98,6 +98,7 @@ BEGIN
     pk_json := (SELECT 'jsonb_build_object(' || string_agg(format('%L, %s.%I', k, '%1$s', k), ', ') || ')' FROM unnest(keys) k);
     after_ins := (SELECT 'jsonb_build_object(' || string_agg(format('%L, j.%I', c, c), ', ') || ')'
                   FROM unnest(allc) c WHERE c <> 'raw');
+    all_list := (SELECT string_agg(format('%I', c), ', ') FROM unnest(allc) c);
 
     -- The staged rows, one per key: the newest by the guard column, then the latest page.
     -- A child's rows come only from its parent's latest staged copy.
@@ -110,6 +111,28 @@ BEGIN
                              d.parent_column, 'stage_' || d.parent_table);
     END IF;
     src := src || ' ORDER BY ' || order_by;
+
+    -- Into a table that holds nothing of the merchant (a foundation's), every staged row is an
+    -- insert: the same rows and audit without the join, the comparison and their materializations.
+    EXECUTE format('SELECT NOT EXISTS (SELECT FROM square.%I WHERE merchant_id = $1)', p_table)
+        INTO empty USING p_merchant;
+    IF empty THEN
+        q := format($q$
+            WITH ins AS (
+                INSERT INTO square.%2$I AS j (merchant_id, %3$s) SELECT $2, %3$s FROM (%1$s) s
+                RETURNING j.*
+            ),
+            audit AS (
+                INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after)
+                SELECT $1, %2$L, %4$s, 'insert', NULL, CASE WHEN $3 THEN NULL ELSE %5$s END FROM ins j
+            )
+            SELECT jsonb_build_object('inserted', (SELECT count(*) FROM ins), 'updated', 0, 'deleted', 0,
+                                      'unchanged', 0)
+            $q$,
+            src, p_table, all_list, format(pk_json, 'j'), after_ins);
+        EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts;
+        RETURN result;
+    END IF;
 
     -- Which stored rows may vanish: all of them on a full read, the children of re-read parents.
     IF p_full THEN
@@ -185,7 +208,7 @@ BEGIN
         CASE WHEN d.guard_column IS NOT NULL
              THEN format('AND NOT (j.%1$I < (j.t_row).%1$I)', d.guard_column) ELSE '' END,  -- 6
         scope,                                                                 -- 7
-        (SELECT string_agg(format('%I', c), ', ') FROM unnest(allc) c),        -- 8
+        all_list,                                                              -- 8
         (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),        -- 9
         s_cols,                                                                -- 10
         del_sql,                                                               -- 11
@@ -198,29 +221,6 @@ BEGIN
         -- A tombstone Square sends for a live row is that row's deletion.
         CASE WHEN d.tombstone THEN '(t.merchant_id IS NOT NULL AND s.is_deleted AND NOT t.is_deleted)' ELSE 'false' END -- 18
     );
-    -- Into a table that holds nothing of the merchant (a foundation's), every staged row is an
-    -- insert: the same rows and audit without the join, the comparison and their materializations.
-    EXECUTE format('SELECT NOT EXISTS (SELECT FROM square.%I WHERE merchant_id = $1)', p_table)
-        INTO empty USING p_merchant;
-    IF empty THEN
-        q := format($q$
-            WITH ins AS (
-                INSERT INTO square.%2$I AS j (merchant_id, %3$s) SELECT $2, %3$s FROM (%1$s) s
-                RETURNING j.*
-            ),
-            audit AS (
-                INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after)
-                SELECT $1, %2$L, %4$s, 'insert', NULL, CASE WHEN $3 THEN NULL ELSE %5$s END FROM ins j
-            )
-            SELECT jsonb_build_object('inserted', (SELECT count(*) FROM ins), 'updated', 0, 'deleted', 0,
-                                      'unchanged', 0)
-            $q$,
-            src,                                                               -- 1
-            p_table,                                                           -- 2
-            (SELECT string_agg(format('%I', c), ', ') FROM unnest(allc) c),    -- 3
-            format(pk_json, 'j'),                                              -- 4
-            after_ins);                                                        -- 5
-    END IF;
     EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys;
     RETURN result;
 END

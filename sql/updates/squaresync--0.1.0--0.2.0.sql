@@ -288,7 +288,7 @@ DECLARE
     scope    text;
     del_sql  text;
     after_ins text;
-    after_upd text;
+    all_list text;
     pk_json  text;
     q        text;
     result   jsonb;
@@ -302,6 +302,7 @@ BEGIN
     pk_json := (SELECT 'jsonb_build_object(' || string_agg(format('%L, %s.%I', k, '%1$s', k), ', ') || ')' FROM unnest(keys) k);
     after_ins := (SELECT 'jsonb_build_object(' || string_agg(format('%L, j.%I', c, c), ', ') || ')'
                   FROM unnest(allc) c WHERE c <> 'raw');
+    all_list := (SELECT string_agg(format('%I', c), ', ') FROM unnest(allc) c);
 
     -- The staged rows, one per key: the newest by the guard column, then the latest page.
     -- A child's rows come only from its parent's latest staged copy.
@@ -314,6 +315,28 @@ BEGIN
                              d.parent_column, 'stage_' || d.parent_table);
     END IF;
     src := src || ' ORDER BY ' || order_by;
+
+    -- Into a table that holds nothing of the merchant (a foundation's), every staged row is an
+    -- insert: the same rows and audit without the join, the comparison and their materializations.
+    EXECUTE format('SELECT NOT EXISTS (SELECT FROM square.%I WHERE merchant_id = $1)', p_table)
+        INTO empty USING p_merchant;
+    IF empty THEN
+        q := format($q$
+            WITH ins AS (
+                INSERT INTO square.%2$I AS j (merchant_id, %3$s) SELECT $2, %3$s FROM (%1$s) s
+                RETURNING j.*
+            ),
+            audit AS (
+                INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after)
+                SELECT $1, %2$L, %4$s, 'insert', NULL, CASE WHEN $3 THEN NULL ELSE %5$s END FROM ins j
+            )
+            SELECT jsonb_build_object('inserted', (SELECT count(*) FROM ins), 'updated', 0, 'deleted', 0,
+                                      'unchanged', 0)
+            $q$,
+            src, p_table, all_list, format(pk_json, 'j'), after_ins);
+        EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts;
+        RETURN result;
+    END IF;
 
     -- Which stored rows may vanish: all of them on a full read, the children of re-read parents.
     IF p_full THEN
@@ -389,7 +412,7 @@ BEGIN
         CASE WHEN d.guard_column IS NOT NULL
              THEN format('AND NOT (j.%1$I < (j.t_row).%1$I)', d.guard_column) ELSE '' END,  -- 6
         scope,                                                                 -- 7
-        (SELECT string_agg(format('%I', c), ', ') FROM unnest(allc) c),        -- 8
+        all_list,                                                              -- 8
         (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),        -- 9
         s_cols,                                                                -- 10
         del_sql,                                                               -- 11
@@ -402,29 +425,6 @@ BEGIN
         -- A tombstone Square sends for a live row is that row's deletion.
         CASE WHEN d.tombstone THEN '(t.merchant_id IS NOT NULL AND s.is_deleted AND NOT t.is_deleted)' ELSE 'false' END -- 18
     );
-    -- Into a table that holds nothing of the merchant (a foundation's), every staged row is an
-    -- insert: the same rows and audit without the join, the comparison and their materializations.
-    EXECUTE format('SELECT NOT EXISTS (SELECT FROM square.%I WHERE merchant_id = $1)', p_table)
-        INTO empty USING p_merchant;
-    IF empty THEN
-        q := format($q$
-            WITH ins AS (
-                INSERT INTO square.%2$I AS j (merchant_id, %3$s) SELECT $2, %3$s FROM (%1$s) s
-                RETURNING j.*
-            ),
-            audit AS (
-                INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after)
-                SELECT $1, %2$L, %4$s, 'insert', NULL, CASE WHEN $3 THEN NULL ELSE %5$s END FROM ins j
-            )
-            SELECT jsonb_build_object('inserted', (SELECT count(*) FROM ins), 'updated', 0, 'deleted', 0,
-                                      'unchanged', 0)
-            $q$,
-            src,                                                               -- 1
-            p_table,                                                           -- 2
-            (SELECT string_agg(format('%I', c), ', ') FROM unnest(allc) c),    -- 3
-            format(pk_json, 'j'),                                              -- 4
-            after_ins);                                                        -- 5
-    END IF;
     EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys;
     RETURN result;
 END
