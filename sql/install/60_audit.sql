@@ -158,14 +158,10 @@ CREATE FUNCTION squaresync._rollback_table(p_target bigint, p_new bigint, p_merc
 RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
     keys     text[] := squaresync._key_columns(p_table);
-    cols     text[];
+    cols     text[] := squaresync._data_columns(p_table, false) || 'synced_at'::text;  -- restored as it was
     key_join text;
     result   jsonb;
 BEGIN
-    SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO cols
-    FROM pg_attribute a
-    WHERE a.attrelid = format('square.%I', p_table)::regclass AND a.attnum > 0 AND NOT a.attisdropped
-      AND a.attname <> 'merchant_id' AND NOT (a.attname = ANY (keys));
     SELECT string_agg(format('t.%1$I = (%%1$s.pk ->> %1$L)::%2$s', k, format_type(a.atttypid, a.atttypmod)), ' AND ')
     INTO key_join
     FROM unnest(keys) k
@@ -210,8 +206,9 @@ BEGIN
                        WHEN 'delete' THEN NULL
                        WHEN 'insert' THEN d.before - 'raw' - 'merchant_id' - 'synced_at'
                        ELSE (SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(d.before) a
+                             LEFT JOIN jsonb_each(to_jsonb(d.t_row)) b ON b.key = a.key
                              WHERE a.key NOT IN ('merchant_id', 'synced_at')
-                               AND a.value IS DISTINCT FROM to_jsonb(d.t_row) -> a.key)
+                               AND a.value IS DISTINCT FROM b.value)
                    END
             FROM d WHERE d.action IS NOT NULL
         )

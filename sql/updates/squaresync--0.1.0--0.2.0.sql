@@ -642,3 +642,81 @@ BEGIN
     END LOOP;
 END
 $fn$;
+
+-- 60_audit.sql: a rollback's audit converts the current row once, and takes the columns from
+-- _data_columns.
+CREATE OR REPLACE FUNCTION squaresync._rollback_table(p_target bigint, p_new bigint, p_merchant text, p_table text)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    keys     text[] := squaresync._key_columns(p_table);
+    cols     text[] := squaresync._data_columns(p_table, false) || 'synced_at'::text;  -- restored as it was
+    key_join text;
+    result   jsonb;
+BEGIN
+    SELECT string_agg(format('t.%1$I = (%%1$s.pk ->> %1$L)::%2$s', k, format_type(a.atttypid, a.atttypmod)), ' AND ')
+    INTO key_join
+    FROM unnest(keys) k
+    JOIN pg_attribute a ON a.attrelid = format('square.%I', p_table)::regclass AND a.attname = k;
+
+    EXECUTE format($q$
+        WITH f AS MATERIALIZED (
+            SELECT DISTINCT ON (c.pk) c.pk, c.op, c.before
+            FROM squaresync.changes c
+            WHERE c.run_id = $1 AND c.table_name = %1$L
+            ORDER BY c.pk, c.changed_at
+        ),
+        j AS MATERIALIZED (
+            SELECT f.pk, f.op, f.before, t AS t_row, (t.merchant_id IS NOT NULL) AS present,
+                   CASE WHEN f.op <> 'insert' THEN jsonb_populate_record(NULL::square.%2$I, f.before) END AS b_row
+            FROM f LEFT JOIN square.%2$I t ON t.merchant_id = $2 AND %3$s
+        ),
+        d AS MATERIALIZED (
+            SELECT j.*,
+                   CASE WHEN j.op = 'insert' THEN CASE WHEN j.present THEN 'delete' END
+                        WHEN NOT j.present THEN 'insert'
+                        WHEN (to_jsonb(j.t_row) - 'synced_at') IS DISTINCT FROM (j.before - 'synced_at') THEN 'update'
+                   END AS action
+            FROM j
+        ),
+        del AS (
+            DELETE FROM square.%2$I t USING d
+            WHERE d.action = 'delete' AND t.merchant_id = $2 AND %4$s
+        ),
+        ins AS (
+            INSERT INTO square.%2$I SELECT (d.b_row).* FROM d WHERE d.action = 'insert'
+        ),
+        upd AS (
+            UPDATE square.%2$I t SET (%5$s) = (%6$s)
+            FROM d WHERE d.action = 'update' AND t.merchant_id = $2 AND %4$s
+        ),
+        audit AS (
+            INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after)
+            SELECT $3, %1$L, d.pk, d.action,
+                   CASE WHEN d.action = 'insert' THEN NULL ELSE to_jsonb(d.t_row) END,
+                   CASE d.action
+                       WHEN 'delete' THEN NULL
+                       WHEN 'insert' THEN d.before - 'raw' - 'merchant_id' - 'synced_at'
+                       ELSE (SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(d.before) a
+                             LEFT JOIN jsonb_each(to_jsonb(d.t_row)) b ON b.key = a.key
+                             WHERE a.key NOT IN ('merchant_id', 'synced_at')
+                               AND a.value IS DISTINCT FROM b.value)
+                   END
+            FROM d WHERE d.action IS NOT NULL
+        )
+        SELECT jsonb_build_object(
+            'inserted', count(*) FILTER (WHERE action = 'insert'),
+            'updated', count(*) FILTER (WHERE action = 'update'),
+            'deleted', count(*) FILTER (WHERE action = 'delete'),
+            'unchanged', count(*) FILTER (WHERE action IS NULL))
+        FROM d
+        $q$,
+        p_table,                                                                    -- 1
+        p_table,                                                                    -- 2
+        format(key_join, 'f'),                                                      -- 3
+        format(key_join, 'd'),                                                      -- 4
+        (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),             -- 5
+        (SELECT string_agg(format('(d.b_row).%I', c), ', ') FROM unnest(cols) c)    -- 6
+    ) INTO result USING p_target, p_merchant, p_new;
+    RETURN result;
+END
+$fn$;
