@@ -12,6 +12,10 @@ SELECT count(*) AS dumped_tables FROM pg_extension e, unnest(e.extconfig) t WHER
 -- Staging tables are unlogged.
 SELECT count(*) AS logged_staging FROM pg_class WHERE relname LIKE 'stage\_%' AND relnamespace = 'squaresync'::regnamespace
   AND relpersistence <> 'u';
+-- The audit's before and after images are compressed with lz4 where the server has it (else pglz).
+SELECT bool_and(a.attcompression = CASE WHEN 'lz4' = ANY (s.enumvals) THEN 'l' ELSE '' END) AS audit_lz4_where_available
+FROM pg_attribute a, pg_settings s
+WHERE a.attrelid = 'squaresync.changes'::regclass AND a.attname IN ('before', 'after') AND s.name = 'default_toast_compression';
 -- A plain role cannot read the token, start a sync or connect.
 -- (with USAGE on the schema, so the refusals below are the table's and the functions' own).
 CREATE ROLE squaresync_reader;

@@ -122,4 +122,13 @@ CREATE TABLE squaresync.changes (
     changed_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX ON squaresync.changes (run_id, table_name);
+-- An update's before and after images carry the object's raw JSON: lz4 compresses them several
+-- times faster than pglz, where the server has it (PostgreSQL 14+ built with lz4, as Debian's is).
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
+        ALTER TABLE squaresync.changes ALTER COLUMN before SET COMPRESSION lz4, ALTER COLUMN after SET COMPRESSION lz4;
+    END IF;
+END
+$$;
 

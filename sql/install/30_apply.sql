@@ -186,9 +186,8 @@ BEGIN
                    CASE WHEN j.is_new THEN 'insert' WHEN j.is_del THEN 'delete' ELSE 'update' END,
                    CASE WHEN j.is_new THEN NULL ELSE to_jsonb(j.t_row) END,
                    CASE WHEN j.is_new THEN CASE WHEN $3 THEN NULL ELSE %14$s END
-                        ELSE (SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(%15$s) a
-                              LEFT JOIN jsonb_each(to_jsonb(j.t_row)) b ON b.key = a.key
-                              WHERE a.value IS DISTINCT FROM b.value) END
+                        ELSE (SELECT jsonb_object_agg(x.k, x.v) FILTER (WHERE x.changed)
+                              FROM (VALUES %15$s) x(k, changed, v)) END
             FROM d j
             UNION ALL
             SELECT $1, %12$L, %16$s, 'delete', to_jsonb(g.t_row), %17$s
@@ -215,7 +214,11 @@ BEGIN
         p_table,                                                               -- 12
         format(pk_json, 'j'),                                                  -- 13
         after_ins,                                                             -- 14
-        (SELECT 'jsonb_build_object(' || string_agg(format('%L, j.%I', c, c), ', ') || ')' FROM unnest(cols) c), -- 15
+        -- An update's after: the columns that changed, compared as stored (not as JSON), each
+        -- converted to jsonb only when it changed.
+        (SELECT string_agg(format('(%1$L, j.%1$I IS DISTINCT FROM (j.t_row).%1$I,'
+                                  ' CASE WHEN j.%1$I IS DISTINCT FROM (j.t_row).%1$I THEN to_jsonb(j.%1$I) END)', c), ', ')
+         FROM unnest(cols) c),                                                 -- 15
         (SELECT 'jsonb_build_object(' || string_agg(format('%L, (g.t_row).%I', k, k), ', ') || ')' FROM unnest(keys) k), -- 16
         CASE WHEN d.tombstone THEN $j$jsonb_build_object('is_deleted', true, 'deleted_at', now())$j$ ELSE 'NULL::jsonb' END, -- 17
         -- A tombstone Square sends for a live row is that row's deletion.

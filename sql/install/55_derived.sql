@@ -106,7 +106,7 @@ RETURNS SETOF square.square_sales LANGUAGE sql STABLE AS $$
         SELECT DISTINCT u.location_id, u.day FROM unnest(p_locations, p_days) AS u(location_id, day)
         WHERE NOT (u.location_id = ANY (coalesce(p_whole_locations, '{}')))
     ),
-    o AS (
+    o AS NOT MATERIALIZED (  -- read by both branches below: inlined into each, so the pairs use the index
         SELECT o.id, o.location_id, o.currency, o.closed_at,
                (o.closed_at AT TIME ZONE coalesce(l.timezone, 'UTC'))::date AS day
         FROM square.orders o

@@ -108,7 +108,7 @@ REVOKE ALL ON FUNCTION squaresync._stage_statistics() FROM PUBLIC;
 SELECT squaresync._stage_statistics();
 
 -- 10_data_tables.sql and 55_derived.sql: square_sales reads the touched (location, day) pairs'
--- orders through an index on closed_at.
+-- orders through an index on closed_at (the orders CTE inlined into each branch).
 CREATE INDEX ON square.orders (merchant_id, location_id, closed_at);
 CREATE OR REPLACE FUNCTION squaresync._sales_rows(p_merchant text, p_locations text[], p_days date[],
                                        p_whole_locations text[])
@@ -117,7 +117,7 @@ RETURNS SETOF square.square_sales LANGUAGE sql STABLE AS $$
         SELECT DISTINCT u.location_id, u.day FROM unnest(p_locations, p_days) AS u(location_id, day)
         WHERE NOT (u.location_id = ANY (coalesce(p_whole_locations, '{}')))
     ),
-    o AS (
+    o AS NOT MATERIALIZED (  -- read by both branches below: inlined into each, so the pairs use the index
         SELECT o.id, o.location_id, o.currency, o.closed_at,
                (o.closed_at AT TIME ZONE coalesce(l.timezone, 'UTC'))::date AS day
         FROM square.orders o
@@ -268,8 +268,8 @@ END
 $fn$;
 
 -- 30_apply.sql: _apply_table takes a scope (an incremental catalog recomputes the availability of
--- the variations it changed only); an update's audit compares the new values with the stored row
--- converted once, not once per column.
+-- the variations it changed only); an update's audit records the columns that changed, compared
+-- as stored and converted to jsonb only when they changed.
 DROP FUNCTION squaresync._apply_table(bigint, text, text, boolean, boolean);
 CREATE FUNCTION squaresync._apply_table(p_run bigint, p_merchant text, p_table text, p_full boolean,
                                         p_keys_only_inserts boolean DEFAULT false,
@@ -390,9 +390,8 @@ BEGIN
                    CASE WHEN j.is_new THEN 'insert' WHEN j.is_del THEN 'delete' ELSE 'update' END,
                    CASE WHEN j.is_new THEN NULL ELSE to_jsonb(j.t_row) END,
                    CASE WHEN j.is_new THEN CASE WHEN $3 THEN NULL ELSE %14$s END
-                        ELSE (SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(%15$s) a
-                              LEFT JOIN jsonb_each(to_jsonb(j.t_row)) b ON b.key = a.key
-                              WHERE a.value IS DISTINCT FROM b.value) END
+                        ELSE (SELECT jsonb_object_agg(x.k, x.v) FILTER (WHERE x.changed)
+                              FROM (VALUES %15$s) x(k, changed, v)) END
             FROM d j
             UNION ALL
             SELECT $1, %12$L, %16$s, 'delete', to_jsonb(g.t_row), %17$s
@@ -419,7 +418,11 @@ BEGIN
         p_table,                                                               -- 12
         format(pk_json, 'j'),                                                  -- 13
         after_ins,                                                             -- 14
-        (SELECT 'jsonb_build_object(' || string_agg(format('%L, j.%I', c, c), ', ') || ')' FROM unnest(cols) c), -- 15
+        -- An update's after: the columns that changed, compared as stored (not as JSON), each
+        -- converted to jsonb only when it changed.
+        (SELECT string_agg(format('(%1$L, j.%1$I IS DISTINCT FROM (j.t_row).%1$I,'
+                                  ' CASE WHEN j.%1$I IS DISTINCT FROM (j.t_row).%1$I THEN to_jsonb(j.%1$I) END)', c), ', ')
+         FROM unnest(cols) c),                                                 -- 15
         (SELECT 'jsonb_build_object(' || string_agg(format('%L, (g.t_row).%I', k, k), ', ') || ')' FROM unnest(keys) k), -- 16
         CASE WHEN d.tombstone THEN $j$jsonb_build_object('is_deleted', true, 'deleted_at', now())$j$ ELSE 'NULL::jsonb' END, -- 17
         -- A tombstone Square sends for a live row is that row's deletion.
@@ -720,3 +723,12 @@ BEGIN
     RETURN result;
 END
 $fn$;
+
+-- 20_control.sql: the audit's before and after images compressed with lz4 where the server has it.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
+        ALTER TABLE squaresync.changes ALTER COLUMN before SET COMPRESSION lz4, ALTER COLUMN after SET COMPRESSION lz4;
+    END IF;
+END
+$$;
