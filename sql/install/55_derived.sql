@@ -289,6 +289,11 @@ RETURNS SETOF square.square_item_library_export LANGUAGE sql STABLE AS $$
         FROM square.catalog_vendor_info x
         WHERE x.merchant_id = p_merchant AND NOT x.is_deleted
         ORDER BY x.variation_id, x.ordinal NULLS LAST, x.id
+    ),
+    -- The IN_STOCK counts hashed once (an index probe per variation and location costs 3x more).
+    inv AS MATERIALIZED (
+        SELECT catalog_object_id, location_id, quantity FROM square.catalog_inventory
+        WHERE merchant_id = p_merchant AND state = 'IN_STOCK'
     )
     SELECT a.merchant_id, a.variation_id, a.location_id, v.item_id,
            i.name, v.name, v.sku, i.description_plaintext,
@@ -316,9 +321,7 @@ RETURNS SETOF square.square_item_library_export LANGUAGE sql STABLE AS $$
     LEFT JOIN cats ON cats.item_id = i.id
     LEFT JOIN vi ON vi.variation_id = v.id
     LEFT JOIN square.vendors vd ON vd.merchant_id = vi.merchant_id AND vd.id = vi.vendor_id
-    LEFT JOIN square.catalog_inventory inv
-           ON inv.merchant_id = a.merchant_id AND inv.catalog_object_id = a.variation_id
-          AND inv.location_id = a.location_id AND inv.state = 'IN_STOCK'
+    LEFT JOIN inv ON inv.catalog_object_id = a.variation_id AND inv.location_id = a.location_id
     WHERE a.merchant_id = p_merchant AND NOT v.is_deleted AND NOT i.is_deleted
 $$;
 
@@ -326,13 +329,18 @@ $$;
 -- rows that vanished or differ and inserts the new and changed ones (never TRUNCATE: readers keep
 -- seeing the previous library until the transaction commits). Returns the rows written.
 CREATE FUNCTION squaresync._rebuild_item_library_export(p_merchant text)
-RETURNS jsonb LANGUAGE plpgsql AS $fn$
+RETURNS jsonb LANGUAGE plpgsql
+-- Both anti-joins below read a whole library on each side: hashed, not sorted by their collated
+-- text keys (a merge join the planner picks on the fresh build table's estimates: 5x slower).
+SET enable_mergejoin = off
+AS $fn$
 DECLARE
     n_del bigint;
     n_ins bigint;
 BEGIN
-    LOCK TABLE squaresync.build_item_library_export IN EXCLUSIVE MODE;
-    DELETE FROM squaresync.build_item_library_export;
+    -- TRUNCATE, not DELETE: the build table stays as small as one library, without dead rows.
+    LOCK TABLE squaresync.build_item_library_export IN ACCESS EXCLUSIVE MODE;
+    TRUNCATE squaresync.build_item_library_export;
     INSERT INTO squaresync.build_item_library_export SELECT * FROM squaresync._item_library_rows(p_merchant);
     DELETE FROM square.square_item_library_export e
     WHERE e.merchant_id = p_merchant
@@ -346,7 +354,7 @@ BEGIN
                       WHERE e.merchant_id = b.merchant_id AND e.variation_id = b.variation_id
                         AND e.location_id = b.location_id);
     GET DIAGNOSTICS n_ins = ROW_COUNT;
-    DELETE FROM squaresync.build_item_library_export;
+    TRUNCATE squaresync.build_item_library_export;
     RETURN jsonb_build_object('deleted', n_del, 'inserted', n_ins);
 END
 $fn$;
