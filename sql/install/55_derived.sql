@@ -326,12 +326,12 @@ RETURNS SETOF square.square_item_library_export LANGUAGE sql STABLE AS $$
 $$;
 
 -- Rebuilds the export in the caller's transaction: computes the whole library, then deletes the
--- rows that vanished or differ and inserts the new and changed ones (never TRUNCATE: readers keep
--- seeing the previous library until the transaction commits). Returns the rows written.
+-- rows that vanished or differ and inserts the new and changed ones (the export is never truncated:
+-- readers keep seeing the previous library until the transaction commits). Returns the rows written.
 CREATE FUNCTION squaresync._rebuild_item_library_export(p_merchant text)
 RETURNS jsonb LANGUAGE plpgsql
--- Both anti-joins below read a whole library on each side: hashed, not sorted by their collated
--- text keys (a merge join the planner picks on the fresh build table's estimates: 5x slower).
+-- Both anti-joins below read a whole library on each side: hashed, not merge-joined (which the
+-- planner picks on the fresh build table's estimates: it sorts both wide inputs first, 5x slower).
 SET enable_mergejoin = off
 AS $fn$
 DECLARE

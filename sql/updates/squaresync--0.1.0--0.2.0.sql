@@ -739,8 +739,8 @@ $$;
 -- 55_derived.sql: the item library export's build table is truncated, not deleted from.
 CREATE OR REPLACE FUNCTION squaresync._rebuild_item_library_export(p_merchant text)
 RETURNS jsonb LANGUAGE plpgsql
--- Both anti-joins below read a whole library on each side: hashed, not sorted by their collated
--- text keys (a merge join the planner picks on the fresh build table's estimates: 5x slower).
+-- Both anti-joins below read a whole library on each side: hashed, not merge-joined (which the
+-- planner picks on the fresh build table's estimates: it sorts both wide inputs first, 5x slower).
 SET enable_mergejoin = off
 AS $fn$
 DECLARE
