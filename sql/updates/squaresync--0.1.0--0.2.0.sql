@@ -327,7 +327,7 @@ BEGIN
         q := format($q$
             WITH ins AS (
                 INSERT INTO square.%2$I AS j (merchant_id, %3$s) SELECT $2, %3$s FROM (%1$s) s
-                RETURNING j.*
+                RETURNING %6$s
             ),
             audit AS (
                 INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after)
@@ -336,7 +336,12 @@ BEGIN
             SELECT jsonb_build_object('inserted', (SELECT count(*) FROM ins), 'updated', 0, 'deleted', 0,
                                       'unchanged', 0)
             $q$,
-            src, p_table, all_list, format(pk_json, 'j'), after_ins);
+            src, p_table, all_list, format(pk_json, 'j'),
+            CASE WHEN p_full AND p_keys_only_inserts THEN 'NULL::jsonb' ELSE after_ins END,
+            -- What the audit reads back: the keys, or every column but raw (an order's raw JSON
+            -- is kilobytes, and RETURNING keeps every returned row until the audit reads it).
+            (SELECT string_agg(format('j.%I', c), ', ') FROM unnest(allc) c
+             WHERE c = ANY (keys) OR (c <> 'raw' AND NOT (p_full AND p_keys_only_inserts))));
         EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts;
         RETURN result;
     END IF;
