@@ -119,15 +119,20 @@ CREATE TABLE squaresync.changes (
     op         text NOT NULL CHECK (op IN ('insert', 'update', 'delete')),
     before     jsonb,
     after      jsonb,
-    changed_at timestamptz NOT NULL DEFAULT now()
+    changed_at timestamptz NOT NULL DEFAULT now(),
+    -- The object's raw JSON before and after, kept apart from the images and copied as stored:
+    -- embedding it in an image would re-encode the whole object token by token.
+    before_raw jsonb,
+    after_raw  jsonb
 );
 CREATE INDEX ON squaresync.changes (run_id, table_name);
--- An update's before and after images carry the object's raw JSON: lz4 compresses them several
--- times faster than pglz, where the server has it (PostgreSQL 14+ built with lz4, as Debian's is).
+-- The images are compressed with lz4, several times faster than pglz, where the server has it
+-- (PostgreSQL 14+ built with lz4, as Debian's is). raw mostly arrives compressed already, as stored.
 DO $$
 BEGIN
     IF EXISTS (SELECT FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
-        ALTER TABLE squaresync.changes ALTER COLUMN before SET COMPRESSION lz4, ALTER COLUMN after SET COMPRESSION lz4;
+        ALTER TABLE squaresync.changes ALTER COLUMN before SET COMPRESSION lz4, ALTER COLUMN after SET COMPRESSION lz4,
+            ALTER COLUMN before_raw SET COMPRESSION lz4, ALTER COLUMN after_raw SET COMPRESSION lz4;
     END IF;
 END
 $$;

@@ -86,6 +86,8 @@ DECLARE
     after_ins text;
     all_list text;
     pk_json  text;
+    img      text;
+    has_raw  boolean := 'raw' = ANY (cols);
     q        text;
     result   jsonb;
     empty    boolean;
@@ -99,6 +101,10 @@ BEGIN
     after_ins := (SELECT 'jsonb_build_object(' || string_agg(format('%L, j.%I', c, c), ', ') || ')'
                   FROM unnest(allc) c WHERE c <> 'raw');
     all_list := (SELECT string_agg(format('%I', c), ', ') FROM unnest(allc) c);
+    -- A stored row's image for the audit: every column but raw, which goes to before_raw as stored
+    -- (embedding it in the image would re-encode the whole object, token by token).
+    img := (SELECT 'jsonb_build_object(' || string_agg(format('%L, (%s).%I', c, '%1$s', c), ', ') || ')'
+            FROM unnest(ARRAY['merchant_id'] || allc || ARRAY['synced_at']) c WHERE c <> 'raw');
 
     -- The staged rows, one per key: the newest by the guard column, then the latest page.
     -- A child's rows come only from its parent's latest staged copy.
@@ -186,16 +192,17 @@ BEGIN
         ),
         del AS (%11$s),
         audit AS (
-            INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after)
+            INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after, before_raw, after_raw)
             SELECT $1, %12$L, %13$s,
                    CASE WHEN j.is_new THEN 'insert' WHEN j.is_del THEN 'delete' ELSE 'update' END,
-                   CASE WHEN j.is_new THEN NULL ELSE to_jsonb(j.t_row) END,
+                   CASE WHEN j.is_new THEN NULL ELSE %19$s END,
                    CASE WHEN j.is_new THEN CASE WHEN $3 THEN NULL ELSE %14$s END
-                        ELSE (SELECT jsonb_object_agg(x.k, x.v) FILTER (WHERE x.changed)
-                              FROM (VALUES %15$s) x(k, changed, v)) END
+                        ELSE coalesce((SELECT jsonb_object_agg(x.k, x.v) FILTER (WHERE x.changed)
+                                       FROM (VALUES %15$s) x(k, changed, v)), '{}') END,
+                   %20$s, %21$s
             FROM d j
             UNION ALL
-            SELECT $1, %12$L, %16$s, 'delete', to_jsonb(g.t_row), %17$s
+            SELECT $1, %12$L, %16$s, 'delete', %22$s, %17$s, %23$s, NULL::jsonb
             FROM gone g
         )
         SELECT jsonb_build_object(
@@ -223,11 +230,18 @@ BEGIN
         -- converted to jsonb only when it changed.
         (SELECT string_agg(format('(%1$L, j.%1$I IS DISTINCT FROM (j.t_row).%1$I,'
                                   ' CASE WHEN j.%1$I IS DISTINCT FROM (j.t_row).%1$I THEN to_jsonb(j.%1$I) END)', c), ', ')
-         FROM unnest(cols) c),                                                 -- 15
+         FROM unnest(cols) c WHERE c <> 'raw'),                                -- 15
         (SELECT 'jsonb_build_object(' || string_agg(format('%L, (g.t_row).%I', k, k), ', ') || ')' FROM unnest(keys) k), -- 16
         CASE WHEN d.tombstone THEN $j$jsonb_build_object('is_deleted', true, 'deleted_at', now())$j$ ELSE 'NULL::jsonb' END, -- 17
         -- A tombstone Square sends for a live row is that row's deletion.
-        CASE WHEN d.tombstone THEN '(t.merchant_id IS NOT NULL AND s.is_deleted AND NOT t.is_deleted)' ELSE 'false' END -- 18
+        CASE WHEN d.tombstone THEN '(t.merchant_id IS NOT NULL AND s.is_deleted AND NOT t.is_deleted)' ELSE 'false' END, -- 18
+        format(img, 'j.t_row'),                                                -- 19
+        -- raw as stored: the row's before an update or delete, the new one when it changed.
+        CASE WHEN has_raw THEN '(CASE WHEN j.is_new THEN NULL ELSE (j.t_row).raw END)' ELSE 'NULL::jsonb' END, -- 20
+        CASE WHEN has_raw THEN '(CASE WHEN NOT j.is_new AND j.raw IS DISTINCT FROM (j.t_row).raw THEN j.raw END)'
+             ELSE 'NULL::jsonb' END,                                           -- 21
+        format(img, 'g.t_row'),                                                -- 22
+        CASE WHEN has_raw THEN '(g.t_row).raw' ELSE 'NULL::jsonb' END          -- 23
     );
     EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys;
     RETURN result;

@@ -56,6 +56,12 @@ $fn$;
 -- diff: a run's changes, one row per column.
 --------------------------------------------------------------------------------------------------
 
+-- An audit image with its raw JSON put back in (image NULL and raw NULL: NULL).
+CREATE FUNCTION squaresync._with_raw(p_image jsonb, p_raw jsonb)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_raw IS NULL THEN p_image ELSE coalesce(p_image, '{}') || jsonb_build_object('raw', p_raw) END
+$$;
+
 -- One row per changed column: updates (and tombstones) give the columns the run changed, before and
 -- after; inserts give every column stored (raw excepted) with before NULL; hard deletes give every
 -- column of the deleted row (merchant_id, synced_at and raw excepted) with after NULL. Values are
@@ -80,12 +86,15 @@ BEGIN
                   HINT = 'squaresync.audit_retention sets how long the audit trail is kept.';
     END IF;
     RETURN QUERY
-    SELECT c.table_name, c.pk, c.op, col.key, c.before -> col.key, c.after -> col.key
+    SELECT c.table_name, c.pk, c.op, col.key, i.b -> col.key, i.a -> col.key
     FROM squaresync.changes c
     LEFT JOIN squaresync.synced_tables st ON st.table_name = c.table_name
+    -- raw is kept apart from the images (before_raw, after_raw; entries written before 0.2.0 hold it inside).
+    CROSS JOIN LATERAL (SELECT squaresync._with_raw(c.before, c.before_raw) AS b,
+                               squaresync._with_raw(c.after, c.after_raw) AS a) i
     -- A foundation records its inserts by key only: one row with no column for each.
-    CROSS JOIN LATERAL (SELECT k FROM jsonb_object_keys(coalesce(c.after, c.before - 'raw' - 'merchant_id' - 'synced_at')) k
-                        UNION ALL SELECT NULL WHERE c.after IS NULL AND c.before IS NULL) AS col(key)
+    CROSS JOIN LATERAL (SELECT k FROM jsonb_object_keys(coalesce(i.a, i.b - 'raw' - 'merchant_id' - 'synced_at')) k
+                        UNION ALL SELECT NULL WHERE i.a IS NULL AND i.b IS NULL) AS col(key)
     WHERE c.run_id = diff.run_id
     ORDER BY st.apply_order, c.table_name, c.pk, col.key;
 END
@@ -159,6 +168,7 @@ RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
     keys     text[] := squaresync._key_columns(p_table);
     cols     text[] := squaresync._data_columns(p_table, false) || 'synced_at'::text;  -- restored as it was
+    has_raw  boolean := 'raw' = ANY (cols);
     key_join text;
     result   jsonb;
 BEGIN
@@ -169,7 +179,7 @@ BEGIN
 
     EXECUTE format($q$
         WITH f AS MATERIALIZED (
-            SELECT DISTINCT ON (c.pk) c.pk, c.op, c.before
+            SELECT DISTINCT ON (c.pk) c.pk, c.op, squaresync._with_raw(c.before, c.before_raw) AS before
             FROM squaresync.changes c
             WHERE c.run_id = $1 AND c.table_name = %1$L
             ORDER BY c.pk, c.changed_at
@@ -199,17 +209,18 @@ BEGIN
             FROM d WHERE d.action = 'update' AND t.merchant_id = $2 AND %4$s
         ),
         audit AS (
-            INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after)
+            INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after, before_raw, after_raw)
             SELECT $3, %1$L, d.pk, d.action,
-                   CASE WHEN d.action = 'insert' THEN NULL ELSE to_jsonb(d.t_row) END,
+                   CASE WHEN d.action = 'insert' THEN NULL ELSE to_jsonb(d.t_row) - 'raw' END,
                    CASE d.action
                        WHEN 'delete' THEN NULL
                        WHEN 'insert' THEN d.before - 'raw' - 'merchant_id' - 'synced_at'
-                       ELSE (SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(d.before) a
-                             LEFT JOIN jsonb_each(to_jsonb(d.t_row)) b ON b.key = a.key
-                             WHERE a.key NOT IN ('merchant_id', 'synced_at')
-                               AND a.value IS DISTINCT FROM b.value)
-                   END
+                       ELSE coalesce((SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(d.before) a
+                                      LEFT JOIN jsonb_each(to_jsonb(d.t_row)) b ON b.key = a.key
+                                      WHERE a.key NOT IN ('merchant_id', 'synced_at', 'raw')
+                                        AND a.value IS DISTINCT FROM b.value), '{}')
+                   END,
+                   %7$s, %8$s
             FROM d WHERE d.action IS NOT NULL
         )
         SELECT jsonb_build_object(
@@ -224,7 +235,11 @@ BEGIN
         format(key_join, 'f'),                                                      -- 3
         format(key_join, 'd'),                                                      -- 4
         (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),             -- 5
-        (SELECT string_agg(format('(d.b_row).%I', c), ', ') FROM unnest(cols) c)    -- 6
+        (SELECT string_agg(format('(d.b_row).%I', c), ', ') FROM unnest(cols) c),   -- 6
+        -- raw apart from the images, as a sync run records it.
+        CASE WHEN has_raw THEN $r$CASE WHEN d.action <> 'insert' THEN (d.t_row).raw END$r$ ELSE 'NULL::jsonb' END, -- 7
+        CASE WHEN has_raw THEN $r$CASE WHEN d.action = 'update' AND (d.b_row).raw IS DISTINCT FROM (d.t_row).raw
+                                       THEN (d.b_row).raw END$r$ ELSE 'NULL::jsonb' END                          -- 8
     ) INTO result USING p_target, p_merchant, p_new;
     RETURN result;
 END

@@ -293,6 +293,8 @@ DECLARE
     after_ins text;
     all_list text;
     pk_json  text;
+    img      text;
+    has_raw  boolean := 'raw' = ANY (cols);
     q        text;
     result   jsonb;
     empty    boolean;
@@ -306,6 +308,10 @@ BEGIN
     after_ins := (SELECT 'jsonb_build_object(' || string_agg(format('%L, j.%I', c, c), ', ') || ')'
                   FROM unnest(allc) c WHERE c <> 'raw');
     all_list := (SELECT string_agg(format('%I', c), ', ') FROM unnest(allc) c);
+    -- A stored row's image for the audit: every column but raw, which goes to before_raw as stored
+    -- (embedding it in the image would re-encode the whole object, token by token).
+    img := (SELECT 'jsonb_build_object(' || string_agg(format('%L, (%s).%I', c, '%1$s', c), ', ') || ')'
+            FROM unnest(ARRAY['merchant_id'] || allc || ARRAY['synced_at']) c WHERE c <> 'raw');
 
     -- The staged rows, one per key: the newest by the guard column, then the latest page.
     -- A child's rows come only from its parent's latest staged copy.
@@ -393,16 +399,17 @@ BEGIN
         ),
         del AS (%11$s),
         audit AS (
-            INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after)
+            INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after, before_raw, after_raw)
             SELECT $1, %12$L, %13$s,
                    CASE WHEN j.is_new THEN 'insert' WHEN j.is_del THEN 'delete' ELSE 'update' END,
-                   CASE WHEN j.is_new THEN NULL ELSE to_jsonb(j.t_row) END,
+                   CASE WHEN j.is_new THEN NULL ELSE %19$s END,
                    CASE WHEN j.is_new THEN CASE WHEN $3 THEN NULL ELSE %14$s END
-                        ELSE (SELECT jsonb_object_agg(x.k, x.v) FILTER (WHERE x.changed)
-                              FROM (VALUES %15$s) x(k, changed, v)) END
+                        ELSE coalesce((SELECT jsonb_object_agg(x.k, x.v) FILTER (WHERE x.changed)
+                                       FROM (VALUES %15$s) x(k, changed, v)), '{}') END,
+                   %20$s, %21$s
             FROM d j
             UNION ALL
-            SELECT $1, %12$L, %16$s, 'delete', to_jsonb(g.t_row), %17$s
+            SELECT $1, %12$L, %16$s, 'delete', %22$s, %17$s, %23$s, NULL::jsonb
             FROM gone g
         )
         SELECT jsonb_build_object(
@@ -430,11 +437,18 @@ BEGIN
         -- converted to jsonb only when it changed.
         (SELECT string_agg(format('(%1$L, j.%1$I IS DISTINCT FROM (j.t_row).%1$I,'
                                   ' CASE WHEN j.%1$I IS DISTINCT FROM (j.t_row).%1$I THEN to_jsonb(j.%1$I) END)', c), ', ')
-         FROM unnest(cols) c),                                                 -- 15
+         FROM unnest(cols) c WHERE c <> 'raw'),                                -- 15
         (SELECT 'jsonb_build_object(' || string_agg(format('%L, (g.t_row).%I', k, k), ', ') || ')' FROM unnest(keys) k), -- 16
         CASE WHEN d.tombstone THEN $j$jsonb_build_object('is_deleted', true, 'deleted_at', now())$j$ ELSE 'NULL::jsonb' END, -- 17
         -- A tombstone Square sends for a live row is that row's deletion.
-        CASE WHEN d.tombstone THEN '(t.merchant_id IS NOT NULL AND s.is_deleted AND NOT t.is_deleted)' ELSE 'false' END -- 18
+        CASE WHEN d.tombstone THEN '(t.merchant_id IS NOT NULL AND s.is_deleted AND NOT t.is_deleted)' ELSE 'false' END, -- 18
+        format(img, 'j.t_row'),                                                -- 19
+        -- raw as stored: the row's before an update or delete, the new one when it changed.
+        CASE WHEN has_raw THEN '(CASE WHEN j.is_new THEN NULL ELSE (j.t_row).raw END)' ELSE 'NULL::jsonb' END, -- 20
+        CASE WHEN has_raw THEN '(CASE WHEN NOT j.is_new AND j.raw IS DISTINCT FROM (j.t_row).raw THEN j.raw END)'
+             ELSE 'NULL::jsonb' END,                                           -- 21
+        format(img, 'g.t_row'),                                                -- 22
+        CASE WHEN has_raw THEN '(g.t_row).raw' ELSE 'NULL::jsonb' END          -- 23
     );
     EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys;
     RETURN result;
@@ -661,6 +675,7 @@ RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
     keys     text[] := squaresync._key_columns(p_table);
     cols     text[] := squaresync._data_columns(p_table, false) || 'synced_at'::text;  -- restored as it was
+    has_raw  boolean := 'raw' = ANY (cols);
     key_join text;
     result   jsonb;
 BEGIN
@@ -671,7 +686,7 @@ BEGIN
 
     EXECUTE format($q$
         WITH f AS MATERIALIZED (
-            SELECT DISTINCT ON (c.pk) c.pk, c.op, c.before
+            SELECT DISTINCT ON (c.pk) c.pk, c.op, squaresync._with_raw(c.before, c.before_raw) AS before
             FROM squaresync.changes c
             WHERE c.run_id = $1 AND c.table_name = %1$L
             ORDER BY c.pk, c.changed_at
@@ -701,17 +716,18 @@ BEGIN
             FROM d WHERE d.action = 'update' AND t.merchant_id = $2 AND %4$s
         ),
         audit AS (
-            INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after)
+            INSERT INTO squaresync.changes (run_id, table_name, pk, op, before, after, before_raw, after_raw)
             SELECT $3, %1$L, d.pk, d.action,
-                   CASE WHEN d.action = 'insert' THEN NULL ELSE to_jsonb(d.t_row) END,
+                   CASE WHEN d.action = 'insert' THEN NULL ELSE to_jsonb(d.t_row) - 'raw' END,
                    CASE d.action
                        WHEN 'delete' THEN NULL
                        WHEN 'insert' THEN d.before - 'raw' - 'merchant_id' - 'synced_at'
-                       ELSE (SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(d.before) a
-                             LEFT JOIN jsonb_each(to_jsonb(d.t_row)) b ON b.key = a.key
-                             WHERE a.key NOT IN ('merchant_id', 'synced_at')
-                               AND a.value IS DISTINCT FROM b.value)
-                   END
+                       ELSE coalesce((SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(d.before) a
+                                      LEFT JOIN jsonb_each(to_jsonb(d.t_row)) b ON b.key = a.key
+                                      WHERE a.key NOT IN ('merchant_id', 'synced_at', 'raw')
+                                        AND a.value IS DISTINCT FROM b.value), '{}')
+                   END,
+                   %7$s, %8$s
             FROM d WHERE d.action IS NOT NULL
         )
         SELECT jsonb_build_object(
@@ -726,7 +742,11 @@ BEGIN
         format(key_join, 'f'),                                                      -- 3
         format(key_join, 'd'),                                                      -- 4
         (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),             -- 5
-        (SELECT string_agg(format('(d.b_row).%I', c), ', ') FROM unnest(cols) c)    -- 6
+        (SELECT string_agg(format('(d.b_row).%I', c), ', ') FROM unnest(cols) c),   -- 6
+        -- raw apart from the images, as a sync run records it.
+        CASE WHEN has_raw THEN $r$CASE WHEN d.action <> 'insert' THEN (d.t_row).raw END$r$ ELSE 'NULL::jsonb' END, -- 7
+        CASE WHEN has_raw THEN $r$CASE WHEN d.action = 'update' AND (d.b_row).raw IS DISTINCT FROM (d.t_row).raw
+                                       THEN (d.b_row).raw END$r$ ELSE 'NULL::jsonb' END                          -- 8
     ) INTO result USING p_target, p_merchant, p_new;
     RETURN result;
 END
@@ -772,3 +792,52 @@ BEGIN
     RETURN jsonb_build_object('deleted', n_del, 'inserted', n_ins);
 END
 $fn$;
+
+-- 20_control.sql, 30_apply.sql, 60_audit.sql: the audit keeps an object's raw JSON apart from the
+-- before and after images (before_raw, after_raw), copied as stored instead of re-encoded.
+ALTER TABLE squaresync.changes ADD COLUMN before_raw jsonb, ADD COLUMN after_raw jsonb;
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
+        ALTER TABLE squaresync.changes ALTER COLUMN before_raw SET COMPRESSION lz4, ALTER COLUMN after_raw SET COMPRESSION lz4;
+    END IF;
+END
+$$;
+CREATE FUNCTION squaresync._with_raw(p_image jsonb, p_raw jsonb)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_raw IS NULL THEN p_image ELSE coalesce(p_image, '{}') || jsonb_build_object('raw', p_raw) END
+$$;
+CREATE OR REPLACE FUNCTION squaresync.diff(run_id bigint)
+RETURNS TABLE (table_name text, pk jsonb, op text, column_name text, before jsonb, after jsonb)
+LANGUAGE plpgsql STABLE AS $fn$
+#variable_conflict use_column
+DECLARE
+    r squaresync.sync_runs%ROWTYPE;
+BEGIN
+    SELECT * INTO r FROM squaresync.sync_runs s WHERE s.id = diff.run_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'squaresync run % does not exist', diff.run_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'SELECT id, kind, status, started_at FROM squaresync.sync_runs ORDER BY id DESC lists the runs.';
+    END IF;
+    IF r.audit_pruned_at IS NOT NULL THEN
+        RAISE EXCEPTION 'the audit trail of squaresync run % was pruned', r.id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('_prune_audit() deleted its audit entries at %s.', r.audit_pruned_at),
+                  HINT = 'squaresync.audit_retention sets how long the audit trail is kept.';
+    END IF;
+    RETURN QUERY
+    SELECT c.table_name, c.pk, c.op, col.key, i.b -> col.key, i.a -> col.key
+    FROM squaresync.changes c
+    LEFT JOIN squaresync.synced_tables st ON st.table_name = c.table_name
+    -- raw is kept apart from the images (before_raw, after_raw; entries written before 0.2.0 hold it inside).
+    CROSS JOIN LATERAL (SELECT squaresync._with_raw(c.before, c.before_raw) AS b,
+                               squaresync._with_raw(c.after, c.after_raw) AS a) i
+    -- A foundation records its inserts by key only: one row with no column for each.
+    CROSS JOIN LATERAL (SELECT k FROM jsonb_object_keys(coalesce(i.a, i.b - 'raw' - 'merchant_id' - 'synced_at')) k
+                        UNION ALL SELECT NULL WHERE i.a IS NULL AND i.b IS NULL) AS col(key)
+    WHERE c.run_id = diff.run_id
+    ORDER BY st.apply_order, c.table_name, c.pk, col.key;
+END
+$fn$;
+REVOKE ALL ON FUNCTION squaresync._with_raw(jsonb, jsonb) FROM PUBLIC;

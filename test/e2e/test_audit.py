@@ -175,6 +175,17 @@ def test_diff_matches_what_mutate_changed(db, fake):
     item = next(iter(set(changed["catalog_items"]["updated"]) - set(changed["catalog_items"]["created"])))
     cols = {r[3] for r in rows if r[0] == "catalog_items" and r[1] == {"id": item}}
     assert {"version", "updated_at", "raw"} <= cols and "merchant_id" not in cols and "synced_at" not in cols
+    # The raw JSON is kept apart from the images, as stored: the item's before and after raw are the
+    # fake's objects before and after the day, and no image carries a raw key.
+    before_raw, after_raw, before, after = db.execute(
+        "SELECT before_raw, after_raw, before, after FROM squaresync.changes"
+        " WHERE run_id = %s AND table_name = 'catalog_items' AND pk = jsonb_build_object('id', %s::text)",
+        (inc, item)).fetchone()
+    assert before_raw["id"] == after_raw["id"] == item and before_raw["version"] < after_raw["version"]
+    assert after_raw == db.execute("SELECT raw FROM square.catalog_items WHERE id = %s", (item,)).fetchone()[0]
+    assert "raw" not in before and "raw" not in after and before["version"] == before_raw["version"]
+    assert db.execute("SELECT count(*) FROM squaresync.changes WHERE run_id = %s AND (before ? 'raw' OR after ? 'raw')",
+                      (inc,)).fetchone()[0] == 0
     assert "does not exist" in error_of(db, "SELECT * FROM squaresync.diff(424242)")
 
 
