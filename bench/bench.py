@@ -82,7 +82,8 @@ def proc_cpu(pid):
 
 class WorkerWatch(threading.Thread):
     """Finds the sync worker (pg_stat_activity backend_type 'squaresync sync') and polls its
-    /proc status every 20 ms until it exits: the last VmHWM read is its peak RSS."""
+    /proc status every 20 ms until it exits: the last VmHWM read is its peak RSS. The apply worker
+    that applies the orders meanwhile ('squaresync apply') is found and polled the same way."""
 
     def __init__(self, cluster, period=0.02):
         super().__init__(daemon=True)
@@ -91,6 +92,7 @@ class WorkerWatch(threading.Thread):
         self.hwm_kb = self.anon_peak_kb = self.shmem_at_peak_kb = 0
         self.cpu_s = 0.0
         self.samples = []
+        self.apply = {"pid": None, "hwm_kb": 0, "anon_peak_kb": 0, "cpu_s": 0.0}
         self.done = threading.Event()
         self.stop_flag = False
         self.started = time.perf_counter()
@@ -104,22 +106,42 @@ class WorkerWatch(threading.Thread):
                     self.pid = r[0]
                 else:
                     time.sleep(0.005)
+            while self.pid is not None:
+                try:
+                    st = proc_status(self.pid)
+                    cpu = proc_cpu(self.pid)
+                except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+                    break
+                self.hwm_kb = max(self.hwm_kb, st.get("VmHWM", 0))
+                if st.get("RssAnon", 0) > self.anon_peak_kb:
+                    self.anon_peak_kb = st["RssAnon"]
+                    self.shmem_at_peak_kb = st.get("RssShmem", 0)
+                self.cpu_s = cpu
+                self.samples.append((round(time.perf_counter() - self.started, 3), st.get("VmRSS", 0),
+                                     st.get("RssAnon", 0)))
+                self._watch_apply(con)
+                time.sleep(self.period)
         finally:
             con.close()
-        while self.pid is not None:
-            try:
-                st = proc_status(self.pid)
-                cpu = proc_cpu(self.pid)
-            except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
-                break
-            self.hwm_kb = max(self.hwm_kb, st.get("VmHWM", 0))
-            if st.get("RssAnon", 0) > self.anon_peak_kb:
-                self.anon_peak_kb = st["RssAnon"]
-                self.shmem_at_peak_kb = st.get("RssShmem", 0)
-            self.cpu_s = cpu
-            self.samples.append((round(time.perf_counter() - self.started, 3), st.get("VmRSS", 0), st.get("RssAnon", 0)))
-            time.sleep(self.period)
         self.done.set()
+
+    def _watch_apply(self, con):
+        a = self.apply
+        if a["pid"] is None:
+            # Looked up only in the run's later part (the sync worker applying or waiting), not every tick.
+            if len(self.samples) % 5:
+                return
+            r = con.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'squaresync apply'").fetchone()
+            if not r:
+                return
+            a["pid"] = r[0]
+        try:
+            st = proc_status(a["pid"])
+            a["cpu_s"] = proc_cpu(a["pid"])
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            return
+        a["hwm_kb"] = max(a["hwm_kb"], st.get("VmHWM", 0))
+        a["anon_peak_kb"] = max(a["anon_peak_kb"], st.get("RssAnon", 0))
 
 
 def run_sync(cluster, con, kind, watch=True):
@@ -149,10 +171,17 @@ def run_sync(cluster, con, kind, watch=True):
            "unchanged": r[7], "rows_written": r[4] + r[5] + r[6], "audit_rows": audit, "error": r[8],
            "tables": r[9], "streams": streams}
     # Phases: locations (fetch + apply), then every other stream fetched and staged together, then
-    # each applied in turn. applied_at is the apply transaction's start; apply_seconds stops before
-    # the commit (deferred foreign keys are checked at commit), so a stream's apply window runs from
-    # its applied_at to the next stream's (the last one's to the run's end).
-    order = sorted((v["apply_start"], k) for k, v in streams.items() if v["apply_start"] is not None)
+    # each applied in turn by the sync worker, the orders meanwhile by the apply worker.
+    # applied_at is the apply transaction's start; apply_seconds stops before the commit (deferred
+    # foreign keys are checked at commit), so a stream's apply window runs from its applied_at to
+    # the next stream's (the last one's to the run's end); the apply worker's window is its
+    # statement's time.
+    parallel = w is not None and w.apply["pid"] is not None and "orders" in streams
+    if parallel:
+        streams["orders"]["apply_window_seconds"] = streams["orders"]["apply_seconds"]
+        streams["orders"]["apply_worker"] = True
+    order = sorted((v["apply_start"], k) for k, v in streams.items()
+                   if v["apply_start"] is not None and not (parallel and k == "orders"))
     for i, (start, k) in enumerate(order):
         end = order[i + 1][0] if i + 1 < len(order) else r[1]
         # Locations are applied before the other streams are fetched: their window is the apply.
@@ -166,6 +195,8 @@ def run_sync(cluster, con, kind, watch=True):
                          "apply_incl_commit": r[1] - first,
                          "apply_statements": sum(v["apply_seconds"] or 0 for v in applies)}
     if w:
+        out["apply_worker"] = {"pid": w.apply["pid"], "peak_rss_mib": w.apply["hwm_kb"] / 1024,
+                               "peak_rss_anon_mib": w.apply["anon_peak_kb"] / 1024, "cpu_seconds": w.apply["cpu_s"]}
         out["worker"] = {"pid": w.pid, "peak_rss_mib": w.hwm_kb / 1024, "peak_rss_anon_mib": w.anon_peak_kb / 1024,
                          "rss_shmem_at_anon_peak_mib": w.shmem_at_peak_kb / 1024, "cpu_seconds": w.cpu_s,
                          "samples": len(w.samples)}

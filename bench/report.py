@@ -76,6 +76,11 @@ def render(r):
     rows.append(("1", "Foundation, worker peak memory (VmHWM)", _mib(w["peak_rss_mib"]), "< 256 MiB",
                  _ok(w["peak_rss_mib"] < 256)))
     rows.append(("1", "  of which private (peak RssAnon)", _mib(w["peak_rss_anon_mib"]), "", ""))
+    aw = f.get("apply_worker") or {}
+    if aw.get("pid"):
+        rows.append(("1", "Foundation, apply worker peak memory (VmHWM; it applies the orders)", _mib(aw["peak_rss_mib"]),
+                     "< 256 MiB", _ok(aw["peak_rss_mib"] < 256)))
+        rows.append(("1", "  of which private (peak RssAnon)", _mib(aw["peak_rss_anon_mib"]), "", ""))
     rows.append(("2a", "Floor: download every page to nowhere (same HttpClient settings)", _s(fd["raw"]["seconds"]), "", ""))
     rows.append(("2a", "  the same + JSON parse (simdjson, on the helper thread)", _s(fd["parse"]["seconds"]), "", ""))
     rows.append(("2a", "  the same + parse + map to rows + COPY text (what the worker does before staging)", _s(fd["map"]["seconds"]), "", ""))
@@ -120,6 +125,13 @@ def render(r):
                      _mib(g["worker"]["peak_rss_mib"]) + f" ({ratio_m:.2f}x the seed's)",
                      "< 1.5x the seed's (and < 384 MiB)", _ok(ratio_m < 1.5 and g["worker"]["peak_rss_mib"] < 384)))
         rows.append(("5", "  of which private (peak RssAnon)", _mib(g["worker"]["peak_rss_anon_mib"]), "", ""))
+        gaw = g.get("apply_worker") or {}
+        if gaw.get("pid") and aw.get("pid"):
+            ratio_a = gaw["peak_rss_mib"] / aw["peak_rss_mib"]
+            rows.append(("5", "Scale 10: apply worker peak memory (VmHWM)",
+                         _mib(gaw["peak_rss_mib"]) + f" ({ratio_a:.2f}x the seed's)",
+                         "< 1.5x the seed's (and < 384 MiB)", _ok(ratio_a < 1.5 and gaw["peak_rss_mib"] < 384)))
+            rows.append(("5", "  of which private (peak RssAnon)", _mib(gaw["peak_rss_anon_mib"]), "", ""))
         s10floor = s10["floor_download"]["raw"]["seconds"] + s10["floor_copy"]["seconds"]
         rows.append(("5", f"Scale 10: floor (download {_s(s10['floor_download']['raw']['seconds'])} + copy {_s(s10['floor_copy']['seconds'])})",
                      f"foundation / floor = {g['wall_seconds'] / s10floor:.2f}x", "", ""))
@@ -139,10 +151,12 @@ def render(r):
     out.append(f"Run {f['run_seconds']:.2f} s inside the worker ({F:.2f} s at the client):"
                f" start + locations {ph.get('start_and_locations', 0):.2f} s,"
                f" fetch + parse + map + stage of all other streams together {ph.get('fetch_and_stage', 0):.2f} s,"
-               f" then apply, stream after stream, {apply_total:.2f} s"
+               f" then apply {apply_total:.2f} s (stream after stream in the sync worker, the orders"
+               f" meanwhile in the apply worker when it ran)"
                f" (of which the apply statements {ph.get('apply_statements', apply_total):.2f} s; the rest is the"
                f" commits, where the deferred foreign keys are checked)."
-               f" Worker CPU {w['cpu_seconds']:.1f} s; the fake server's CPU {f.get('fake_cpu_seconds', 0):.1f} s"
+               f" Sync worker CPU {w['cpu_seconds']:.1f} s, apply worker CPU"
+               f" {(f.get('apply_worker') or {}).get('cpu_seconds', 0):.1f} s; the fake server's CPU {f.get('fake_cpu_seconds', 0):.1f} s"
                f" (both share {m['nproc']} cores). {f['api_requests']} requests, {f['bytes_received'] / 1e6:.1f} MB received (decompressed).")
     out.append("")
     prof = r.get("profile") or {}
@@ -150,7 +164,8 @@ def render(r):
     out.append("| Stream | Pages | Rows staged | Apply statement | Apply incl. commit |")
     out.append("|---|---|---|---|---|")
     for name, s in sorted(f["streams"].items(), key=lambda kv: -(kv[1].get("apply_window_seconds") or kv[1]["apply_seconds"] or 0)):
-        out.append(f"| {name} | {s['pages']} | {s['rows_staged']:,} | {_s(s['apply_seconds'])} | {_s(s.get('apply_window_seconds'))} |")
+        where = " (apply worker: its statement; the commit is not timed)" if s.get("apply_worker") else ""
+        out.append(f"| {name}{where} | {s['pages']} | {s['rows_staged']:,} | {_s(s['apply_seconds'])} | {_s(s.get('apply_window_seconds'))} |")
     out.append("")
     if prof.get("pgss_top"):
         out.append("Top statements by total time (profiled foundation, pg_stat_statements, track = all; nested"

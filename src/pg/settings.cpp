@@ -34,6 +34,7 @@ char* Settings::foundation_at = nullptr;
 int Settings::audit_retention_s = 90 * 86400;
 int Settings::validate_sample_size = 50;
 char* Settings::sync_role = nullptr;
+bool Settings::parallel_apply = true;
 
 namespace {
 
@@ -118,6 +119,11 @@ void define_settings() {
                                "Empty: the extension's owner. Give it exactly the privileges a sync needs with "
                                "SELECT squaresync.grant_sync_privileges('role').",
                                &Settings::sync_role, "", PGC_SUSET, 0, nullptr, nullptr, nullptr);
+    DefineCustomBoolVariable("squaresync.parallel_apply",
+                             "Apply the orders in a second background worker while the sync worker applies the rest.",
+                             "Takes one more background worker slot during the apply; without a free slot the sync "
+                             "worker applies everything itself.",
+                             &Settings::parallel_apply, true, PGC_SUSET, 0, nullptr, nullptr, nullptr);
 #if PG_VERSION_NUM >= 150000
     MarkGUCPrefixReserved("squaresync");
 #else

@@ -1,7 +1,8 @@
 // sync_worker.cpp: the sync worker (a dynamic background worker), one per run. It records the run,
 // fetches every stream from Square with no transaction open while waiting (pages are staged in
-// short transactions), then applies each fetched stream in one transaction with its watermark,
-// and finishes the run with its counts, a NOTIFY and one LOG line.
+// short transactions), then applies each fetched stream in one transaction with its watermark
+// (the orders in an apply worker meanwhile, apply_worker.cpp), and finishes the run with its
+// counts, a NOTIFY and one LOG line.
 extern "C" {
 #include "postgres.h"
 
@@ -13,7 +14,6 @@ extern "C" {
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
-#include "utils/guc.h"
 #include "utils/memutils.h"
 }
 
@@ -31,6 +31,7 @@ extern "C" {
 #include "runs.hpp"
 #include "settings.hpp"
 #include "spi.hpp"
+#include "stream_apply.hpp"
 #include "streams.hpp"
 #include "unchanged.hpp"
 
@@ -41,10 +42,6 @@ namespace {
 using nlohmann::json;
 
 std::string str(std::int64_t v) { return std::to_string(v); }
-
-void report_activity(const std::string& what) {
-    pg_call([&] { pgstat_report_activity(STATE_RUNNING, what.c_str()); });
-}
 
 // Stages each fetched page (formatted as COPY text by the fetch) in its own short transaction. In
 // an incremental run, objects stored at the version Square sent (re-reads: the orders overlap) are
@@ -224,7 +221,20 @@ private:
             all.push_back(fetches.back().get());
         }
         run_walks(client, all);
-        for (auto* f : all) apply(*f);
+
+        // The orders (the largest apply, and independent of the other streams' tables) go to an
+        // apply worker, so that they apply on one core while this worker applies the others and
+        // rebuilds the export on the other. Without a free worker slot, this worker applies them too.
+        StreamFetch* elsewhere = nullptr;
+        std::optional<ApplyWorker> worker;
+        for (auto* f : all)
+            if (Settings::parallel_apply && f->name() == "orders" && !f->failed()) elsewhere = f;
+        if (elsewhere) {
+            worker = ApplyWorker::start(stream_apply(*elsewhere), args_.database, args_.role);
+            if (!worker) elsewhere = nullptr;
+        }
+        for (auto* f : all)
+            if (f != elsewhere) apply(*f);
 
         // What derives from several streams (the item library export), once per run.
         report_activity("squaresync: rebuilding derived tables");
@@ -235,6 +245,15 @@ private:
             });
         } catch (const PgError& e) {
             derived_error_ = "the item library export was not rebuilt: " + e.message;
+        }
+
+        if (elsewhere) {
+            report_activity("squaresync: waiting for the apply worker of " + elsewhere->name());
+            const auto outcome = worker->wait();
+            if (outcome)
+                streams_[elsewhere->name()] = {outcome->failed, outcome->error};
+            else
+                apply(*elsewhere);  // it exited without applying or recording anything
         }
     }
 
@@ -258,46 +277,31 @@ private:
         stats_ = client.stats();
     }
 
-    // One transaction: the stream's tables, its watermark and the run's counters.
+    StreamApply stream_apply(const StreamFetch& f) const {
+        StreamApply a;
+        a.run_id = id_;
+        a.merchant = merchant_;
+        a.stream = f.name();
+        a.full = full();
+        a.watermark = f.next_watermark();
+        a.pages = f.pages();
+        a.rows = f.rows();
+        return a;
+    }
+
+    // One transaction: the stream's tables, its watermark and the run's counters; or the stream's
+    // failure recorded.
     void apply(StreamFetch& f) {
-        const std::string& s = f.name();
-        streams_[s] = {f.failed(), f.error()};
-        if (!f.failed()) {
-            report_activity("squaresync: applying " + s);
-            const auto t0 = std::chrono::steady_clock::now();
-            try {
-                in_transaction([&] {
-                    spi_exec("SELECT set_config('lock_timeout', $1, true)", {str(Settings::lock_timeout_ms)});
-                    auto wm = f.next_watermark();
-                    spi_exec("SELECT squaresync._apply_stream($1::bigint, $2, $3, $4::boolean, $5)",
-                             {str(id_), merchant_, s, std::string(full() ? "true" : "false"), wm});
-                    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-                    spi_exec("UPDATE squaresync.sync_run_streams SET pages = $3::int, rows_staged = $4::bigint,"
-                             " apply_seconds = $5::float8 WHERE run_id = $1::bigint AND stream = $2",
-                             {str(id_), s, str(f.pages()), str(f.rows()), std::to_string(secs)});
-                    spi_exec("SELECT squaresync._clear_staging($1)", {s});
-                });
-                return;
-            } catch (const PgError& e) {
-                std::string why = e.message + (e.detail.empty() ? "" : " (" + e.detail + ")");
-                if (e.sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
-                    why = "another session held a lock on a table of this stream for longer than squaresync.lock_timeout (" +
-                          str(Settings::lock_timeout_ms) + " ms); the stream was not applied and the next run retries it";
-                f.fail("applying " + s + " failed: " + why, std::string(unpack_sql_state(e.sqlerrcode)));
-                streams_[s] = {true, f.error()};
-            }
+        const StreamApply a = stream_apply(f);
+        ApplyOutcome o;
+        if (f.failed()) {
+            o = {true, f.error(), f.error_code()};
+            record_stream_failure(a, o);
+        } else {
+            o = apply_stream(a);
+            if (o.failed) f.fail(o.error, o.code);
         }
-        in_transaction([&] {
-            spi_exec("UPDATE squaresync.sync_run_streams SET status = 'failed', error = $3, error_code = $4,"
-                     " pages = $5::int, rows_staged = $6::bigint WHERE run_id = $1::bigint AND stream = $2",
-                     {str(id_), s, f.error(), f.error_code(), str(f.pages()), str(f.rows())});
-            spi_exec("INSERT INTO squaresync.stream_state AS t (merchant_id, stream, last_run_id, last_status, last_error)"
-                     " VALUES ($1, $2, $3::bigint, 'failed', $4) ON CONFLICT (merchant_id, stream) DO UPDATE"
-                     " SET last_run_id = excluded.last_run_id, last_status = 'failed', last_error = excluded.last_error,"
-                     " updated_at = now()",
-                     {merchant_, s, str(id_), f.error()});
-            spi_exec("SELECT squaresync._clear_staging($1)", {s});
-        });
+        streams_[f.name()] = {o.failed, o.error};
     }
 
     void finish_from_streams() {
@@ -364,14 +368,6 @@ void squaresync_sync_main(Datum main_arg) {
     memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof args);
     BackgroundWorkerInitializeConnectionByOid(args.database, args.role, 0);
     const std::int64_t run_id = DatumGetInt64(main_arg);
-    // No JIT: the apply's statements run once each, so compiling them costs more than it saves,
-    // and loading LLVM adds ~50 MiB to the worker. No parallel query: it would take parallel
-    // workers from the seller's own queries and map a shared memory segment per plan. Index
-    // probes priced as on SSD: an incremental apply looks up a few hundred staged keys in indexes
-    // that are in cache, and the default 4 makes the planner hash whole tables instead.
-    SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
-    SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_SESSION);
-    SetConfigOption("random_page_cost", "1.1", PGC_USERSET, PGC_S_SESSION);
 
 #ifdef M_ARENA_MAX
     // One malloc arena for the process: the pages the HTTP client's helper thread parses are freed
@@ -389,6 +385,7 @@ void squaresync_sync_main(Datum main_arg) {
     static char message[2048];
     message[0] = '\0';
     try {
+        squaresync::pg::configure_apply_session();
         squaresync::pg::SyncRun run(run_id, args);
         run.execute();
     } catch (const std::exception& e) {

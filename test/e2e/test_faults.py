@@ -235,9 +235,11 @@ def test_sigkill_of_the_worker_then_the_next_run_converges(db, fake, cluster, ph
     db.execute("SELECT squaresync.foundation(wait => false)")
     pid = worker_pid(db)
     if phase == "applying":
-        wait_for(lambda: db.execute("SELECT wait_event_type = 'Lock' AND query LIKE 'squaresync: applying orders%%'"
-                                    " FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0], 60,
-                 "the worker to wait inside the orders apply")
+        # The process applying the orders: the apply worker (or the sync worker, without a free slot).
+        pid = wait_for(lambda: (db.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                           " AND backend_type IN ('squaresync sync', 'squaresync apply')"
+                                           " AND query LIKE 'squaresync: applying orders%%'").fetchone() or [None])[0],
+                       60, "a worker to wait inside the orders apply")
     else:
         time.sleep(1.0)
     os.kill(pid, signal.SIGKILL)
@@ -351,10 +353,15 @@ def test_no_free_worker_slot_is_a_clear_error(cluster, fake):
         o = c.connect("other")
         o.execute("CREATE EXTENSION squaresync")
         o.execute("SELECT squaresync.connect(%s, base_url => %s)", (fake.token, fake.url))
-        con.execute("SELECT squaresync.foundation(wait => false)")
+        first = con.execute("SELECT squaresync.foundation(wait => false)").fetchone()[0]
         with pytest.raises(Exception, match="max_worker_processes"):
             o.execute("SELECT squaresync.incremental()")
         fake.clear_faults()
+        # The sync worker holds the last slot, so no apply worker can start for its orders: it
+        # applies them itself, and the run succeeds all the same (joined here: one run at a time).
+        assert con.execute("SELECT squaresync.foundation()").fetchone()[0] == first
+        assert con.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (first,)).fetchone()[0] == "succeeded"
+        assert_matches_fake(con, fake)
         o.close()
         con.close()
         assert "terminated by signal" not in c.log_text()

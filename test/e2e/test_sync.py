@@ -1,7 +1,7 @@
 """test_sync.py: the sync engine end to end (issue 4): foundation equals the fake's truth, an
 incremental after a seller's day makes the tables equal again and reports exactly what changed,
 an incremental with nothing changed writes nothing, orders read again unchanged are not staged,
-more than 10 locations, late offline orders."""
+the orders applied by an apply worker meanwhile, more than 10 locations, late offline orders."""
 import json
 
 import pytest
@@ -156,6 +156,36 @@ def test_late_offline_orders_inside_the_overlap_are_caught(db, fake):
     assert run_row(db, run)["tables"]["orders"]["inserted"] == 3
     got = {r[0] for r in db.execute("SELECT id FROM square.orders WHERE id = ANY(%s)", (list(late),)).fetchall()}
     assert got == late
+    assert_matches_fake(db, fake)
+
+
+def test_orders_apply_in_an_apply_worker_while_the_other_streams_apply(db, fake, cluster):
+    from test_ops import wait_for
+    db.execute("SELECT squaresync.foundation()")
+    fake.mutate({"orders": {"update": 5}, "catalog_items": {"update": 2}, "inventory_counts": {"update": 4}})
+    holder = cluster.connect(autocommit=False)
+    holder.execute("LOCK TABLE square.order_line_items IN ACCESS EXCLUSIVE MODE")
+    try:
+        run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
+        # The orders wait for the lock inside their apply, in a process of their own ...
+        applier = wait_for(lambda: db.execute(
+            "SELECT pid, usename FROM pg_stat_activity WHERE backend_type = 'squaresync apply'"
+            " AND wait_event_type = 'Lock' AND query = 'squaresync: applying orders'").fetchone(),
+            60, "the apply worker to wait inside the orders apply")
+        # ... while the sync worker applies every other stream and rebuilds the export, then waits.
+        wait_for(lambda: db.execute("SELECT query = 'squaresync: waiting for the apply worker of orders'"
+                                    " FROM pg_stat_activity WHERE backend_type = 'squaresync sync'").fetchone(),
+                 60, "the sync worker to wait for the apply worker")
+        others = dict(db.execute("SELECT stream, status FROM squaresync.sync_run_streams WHERE run_id = %s",
+                                 (run,)).fetchall())
+        assert others.pop("orders") == "running" and set(others.values()) == {"succeeded"}, others
+        worker = db.execute("SELECT usename FROM pg_stat_activity WHERE backend_type = 'squaresync sync'").fetchone()
+        assert applier[0] and applier[1] == worker[0]  # as the same role
+    finally:
+        holder.rollback()
+        holder.close()
+    assert db.execute("SELECT squaresync.incremental()").fetchone()[0] == run  # joins it, waits for it
+    assert run_row(db, run)["status"] == "succeeded"
     assert_matches_fake(db, fake)
 
 

@@ -1,0 +1,84 @@
+// stream_apply.cpp: applying one fetched stream in one transaction (its tables, what derives from
+// them, its watermark, the run's counters, its staging emptied), and recording a stream that failed.
+extern "C" {
+#include "postgres.h"
+
+#include "pgstat.h"
+#include "utils/backend_status.h"
+#include "utils/elog.h"
+#include "utils/guc.h"
+}
+
+#include <chrono>
+
+#include "guard.hpp"
+#include "settings.hpp"
+#include "spi.hpp"
+#include "stream_apply.hpp"
+
+namespace squaresync::pg {
+
+namespace {
+
+std::string str(std::int64_t v) { return std::to_string(v); }
+
+}  // namespace
+
+void report_activity(const std::string& what) {
+    pg_call([&] { pgstat_report_activity(STATE_RUNNING, what.c_str()); });
+}
+
+void configure_apply_session() {
+    // No JIT: the apply's statements run once each, so compiling them costs more than it saves,
+    // and loading LLVM adds ~50 MiB to the process. No parallel query: it would take parallel
+    // workers from the seller's own queries and map a shared memory segment per plan. Index
+    // probes priced as on SSD: an incremental apply looks up a few hundred staged keys in indexes
+    // that are in cache, and the default 4 makes the planner hash whole tables instead.
+    pg_call([] {
+        SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
+        SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_SESSION);
+        SetConfigOption("random_page_cost", "1.1", PGC_USERSET, PGC_S_SESSION);
+    });
+}
+
+ApplyOutcome apply_stream(const StreamApply& a) {
+    report_activity("squaresync: applying " + a.stream);
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+        in_transaction([&] {
+            spi_exec("SELECT set_config('lock_timeout', $1, true)", {str(Settings::lock_timeout_ms)});
+            spi_exec("SELECT squaresync._apply_stream($1::bigint, $2, $3, $4::boolean, $5)",
+                     {str(a.run_id), a.merchant, a.stream, std::string(a.full ? "true" : "false"), a.watermark});
+            const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            spi_exec("UPDATE squaresync.sync_run_streams SET pages = $3::int, rows_staged = $4::bigint,"
+                     " apply_seconds = $5::float8 WHERE run_id = $1::bigint AND stream = $2",
+                     {str(a.run_id), a.stream, str(a.pages), str(a.rows), std::to_string(secs)});
+            spi_exec("SELECT squaresync._clear_staging($1)", {a.stream});
+        });
+        return {};
+    } catch (const PgError& e) {
+        std::string why = e.message + (e.detail.empty() ? "" : " (" + e.detail + ")");
+        if (e.sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+            why = "another session held a lock on a table of this stream for longer than squaresync.lock_timeout (" +
+                  str(Settings::lock_timeout_ms) + " ms); the stream was not applied and the next run retries it";
+        ApplyOutcome o{true, "applying " + a.stream + " failed: " + why, std::string(unpack_sql_state(e.sqlerrcode))};
+        record_stream_failure(a, o);
+        return o;
+    }
+}
+
+void record_stream_failure(const StreamApply& a, const ApplyOutcome& why) {
+    in_transaction([&] {
+        spi_exec("UPDATE squaresync.sync_run_streams SET status = 'failed', error = $3, error_code = $4,"
+                 " pages = $5::int, rows_staged = $6::bigint WHERE run_id = $1::bigint AND stream = $2",
+                 {str(a.run_id), a.stream, why.error, why.code, str(a.pages), str(a.rows)});
+        spi_exec("INSERT INTO squaresync.stream_state AS t (merchant_id, stream, last_run_id, last_status, last_error)"
+                 " VALUES ($1, $2, $3::bigint, 'failed', $4) ON CONFLICT (merchant_id, stream) DO UPDATE"
+                 " SET last_run_id = excluded.last_run_id, last_status = 'failed', last_error = excluded.last_error,"
+                 " updated_at = now()",
+                 {a.merchant, a.stream, str(a.run_id), why.error});
+        spi_exec("SELECT squaresync._clear_staging($1)", {a.stream});
+    });
+}
+
+}  // namespace squaresync::pg
