@@ -92,6 +92,9 @@ CREATE TABLE squaresync.sync_run_streams (
     error_code       text,
     applied_at       timestamptz,
     apply_seconds    double precision,
+    -- What the fetch reached, committed as watermark_after when the stream applies (read by the
+    -- apply worker, apply_worker.cpp).
+    fetched_watermark text,
     PRIMARY KEY (run_id, stream)
 );
 

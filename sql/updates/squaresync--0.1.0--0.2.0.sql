@@ -841,3 +841,6 @@ BEGIN
 END
 $fn$;
 REVOKE ALL ON FUNCTION squaresync._with_raw(jsonb, jsonb) FROM PUBLIC;
+
+-- 20_control.sql: what a stream's fetch reached, for the apply worker.
+ALTER TABLE squaresync.sync_run_streams ADD COLUMN fetched_watermark text;

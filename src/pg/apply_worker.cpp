@@ -1,7 +1,9 @@
-// apply_worker.cpp: the apply worker, a dynamic background worker that applies one fetched stream
-// of a run (apply_stream, in its own transaction) while the sync worker applies the others on the
-// machine's other core. Started and awaited by the sync worker (ApplyWorker); it is told the
-// stream, its watermark and counts in bgw_extra and leaves its outcome in sync_run_streams.
+// apply_worker.cpp: the apply worker, a dynamic background worker that applies the sales side of a
+// run (orders, payments, refunds, transactions; each stream in its own transaction, apply_stream)
+// while the sync worker applies the catalog side and rebuilds the item library export on the
+// machine's other core. Started and awaited by the sync worker (ApplyWorker): it is told the run,
+// the streams and the database and role in bgw_extra, reads what their fetch reached from
+// sync_run_streams (record_fetched) and leaves each stream's outcome there.
 extern "C" {
 #include "postgres.h"
 
@@ -15,6 +17,7 @@ extern "C" {
 }
 
 #include <cstring>
+#include <sstream>
 #include <stdexcept>
 
 #include "guard.hpp"
@@ -25,38 +28,59 @@ namespace squaresync::pg {
 
 namespace {
 
-// What the apply worker is told (bgw_extra); the merchant it reads from the run's row.
+// What the apply worker is told (bgw_extra).
 struct ApplyArgs {
-    unsigned int database;   // Oid
-    unsigned int role;       // Oid: the sync worker's
-    std::int32_t pages;
-    std::int64_t rows;
+    unsigned int database;  // Oid
+    unsigned int role;      // Oid: the sync worker's
     char full;
-    char has_watermark;
-    char stream[22];
-    char watermark[80];
+    char streams[100];      // comma separated, in apply order
 };
 static_assert(sizeof(ApplyArgs) <= BGW_EXTRALEN, "ApplyArgs must fit in bgw_extra");
 
-template <std::size_t N>
-bool copy_into(char (&dst)[N], const std::string& src) {
-    if (src.size() >= N) return false;
-    std::memcpy(dst, src.c_str(), src.size() + 1);
-    return true;
+std::string str(std::int64_t v) { return std::to_string(v); }
+
+std::vector<std::string> split(const std::string& list) {
+    std::vector<std::string> out;
+    std::stringstream in(list);
+    for (std::string s; std::getline(in, s, ',');)
+        if (!s.empty()) out.push_back(s);
+    return out;
 }
 
 }  // namespace
 
-std::optional<ApplyWorker> ApplyWorker::start(const StreamApply& a, unsigned int database, unsigned int role) {
+bool applied_apart(const std::string& stream) {
+    return stream == "orders" || stream == "payments" || stream == "refunds" || stream == "transactions";
+}
+
+bool apply_worker_supported() {
+    bool supported = false;
+    in_transaction([&] {
+        supported = !spi_exec("SELECT FROM pg_catalog.pg_attribute WHERE attrelid = 'squaresync.sync_run_streams'::regclass"
+                              " AND attname = 'fetched_watermark' AND NOT attisdropped", {}, true).rows.empty();
+    });
+    return supported;
+}
+
+void record_fetched(const std::vector<StreamApply>& streams) {
+    in_transaction([&] {
+        for (const auto& a : streams)
+            spi_exec("UPDATE squaresync.sync_run_streams SET pages = $3::int, rows_staged = $4::bigint,"
+                     " fetched_watermark = $5 WHERE run_id = $1::bigint AND stream = $2",
+                     {str(a.run_id), a.stream, str(a.pages), str(a.rows), a.watermark});
+    });
+}
+
+std::optional<ApplyWorker> ApplyWorker::start(std::int64_t run_id, const std::vector<std::string>& streams, bool full,
+                                              unsigned int database, unsigned int role) {
     ApplyArgs args{};
     args.database = database;
     args.role = role;
-    args.pages = a.pages;
-    args.rows = a.rows;
-    args.full = a.full ? 1 : 0;
-    args.has_watermark = a.watermark ? 1 : 0;
-    if (!copy_into(args.stream, a.stream) || (a.watermark && !copy_into(args.watermark, *a.watermark)))
-        return std::nullopt;
+    args.full = full ? 1 : 0;
+    std::string list;
+    for (const auto& s : streams) list += (list.empty() ? "" : ",") + s;
+    if (streams.empty() || list.size() >= sizeof args.streams) return std::nullopt;
+    std::memcpy(args.streams, list.c_str(), list.size() + 1);
     bool registered = false;
     BackgroundWorkerHandle* handle = nullptr;
     pg_call([&] {
@@ -67,29 +91,31 @@ std::optional<ApplyWorker> ApplyWorker::start(const StreamApply& a, unsigned int
         w.bgw_restart_time = BGW_NEVER_RESTART;
         snprintf(w.bgw_library_name, BGW_MAXLEN, "squaresync");
         snprintf(w.bgw_function_name, BGW_MAXLEN, "squaresync_apply_main");
-        snprintf(w.bgw_name, BGW_MAXLEN, "squaresync apply of %s, run %lld", a.stream.c_str(),
-                 static_cast<long long>(a.run_id));
+        snprintf(w.bgw_name, BGW_MAXLEN, "squaresync apply run %lld", static_cast<long long>(run_id));
         snprintf(w.bgw_type, BGW_MAXLEN, "squaresync apply");
-        w.bgw_main_arg = Int64GetDatum(a.run_id);
+        w.bgw_main_arg = Int64GetDatum(run_id);
         memcpy(w.bgw_extra, &args, sizeof args);
         w.bgw_notify_pid = MyProcPid;
         registered = RegisterDynamicBackgroundWorker(&w, &handle);
     });
     if (!registered) return std::nullopt;
-    return ApplyWorker(a, handle);
+    return ApplyWorker(run_id, streams, handle);
 }
 
-std::optional<ApplyOutcome> ApplyWorker::wait() {
+std::map<std::string, std::optional<ApplyOutcome>> ApplyWorker::wait() {
     BgwHandleStatus status = BGWH_STOPPED;
     pg_call([&] { status = WaitForBackgroundWorkerShutdown(static_cast<BackgroundWorkerHandle*>(handle_)); });
-    if (status == BGWH_POSTMASTER_DIED) throw std::runtime_error("the server shut down while " + apply_.stream + " was being applied");
-    std::optional<ApplyOutcome> out;
+    if (status == BGWH_POSTMASTER_DIED) throw std::runtime_error("the server shut down while the apply worker was applying");
+    std::map<std::string, std::optional<ApplyOutcome>> out;
     in_transaction([&] {
-        auto r = spi_exec("SELECT status, error, error_code FROM squaresync.sync_run_streams"
-                          " WHERE run_id = $1::bigint AND stream = $2",
-                          {std::to_string(apply_.run_id), apply_.stream}, true);
-        if (r.rows.empty() || !r.at(0, 0) || *r.at(0, 0) == "running") return;
-        out = ApplyOutcome{*r.at(0, 0) != "succeeded", r.at(0, 1).value_or(""), r.at(0, 2).value_or("")};
+        for (const auto& s : streams_) {
+            auto r = spi_exec("SELECT status, error, error_code FROM squaresync.sync_run_streams"
+                              " WHERE run_id = $1::bigint AND stream = $2", {str(run_id_), s}, true);
+            if (r.rows.empty() || !r.at(0, 0) || *r.at(0, 0) == "running")
+                out[s] = std::nullopt;
+            else
+                out[s] = ApplyOutcome{*r.at(0, 0) != "succeeded", r.at(0, 1).value_or(""), r.at(0, 2).value_or("")};
+        }
     });
     return out;
 }
@@ -108,25 +134,32 @@ void squaresync_apply_main(Datum main_arg) {
     BackgroundWorkerInitializeConnectionByOid(args.database, args.role, 0);
     MemoryContext ctx = AllocSetContextCreate(TopMemoryContext, "squaresync apply", ALLOCSET_DEFAULT_SIZES);
     MemoryContextSwitchTo(ctx);
+    const std::int64_t run_id = DatumGetInt64(main_arg);
 
     static char message[2048];
     message[0] = '\0';
     try {
-        squaresync::pg::configure_apply_session();
-        squaresync::pg::StreamApply a;
-        a.run_id = DatumGetInt64(main_arg);
-        a.stream = args.stream;
-        a.full = args.full != 0;
-        if (args.has_watermark) a.watermark = std::string(args.watermark);
-        a.pages = args.pages;
-        a.rows = args.rows;
-        squaresync::pg::in_transaction([&] {
-            auto r = squaresync::pg::spi_exec("SELECT merchant_id FROM squaresync.sync_runs WHERE id = $1::bigint",
-                                              {std::to_string(a.run_id)}, true);
-            if (r.rows.empty() || !r.at(0, 0)) throw std::runtime_error("the run has no recorded merchant");
-            a.merchant = *r.at(0, 0);
+        using namespace squaresync::pg;
+        configure_apply_session();
+        std::vector<StreamApply> streams;
+        in_transaction([&] {
+            for (const auto& name : split(args.streams)) {
+                auto r = spi_exec("SELECT r.merchant_id, s.fetched_watermark, s.pages::text, s.rows_staged::text"
+                                  " FROM squaresync.sync_runs r JOIN squaresync.sync_run_streams s ON s.run_id = r.id"
+                                  " WHERE r.id = $1::bigint AND s.stream = $2", {str(run_id), name}, true);
+                if (r.rows.empty() || !r.at(0, 0)) throw std::runtime_error("run " + str(run_id) + " has no " + name + " to apply");
+                StreamApply a;
+                a.run_id = run_id;
+                a.merchant = *r.at(0, 0);
+                a.stream = name;
+                a.full = args.full != 0;
+                a.watermark = r.at(0, 1);
+                a.pages = std::stoi(r.at(0, 2).value_or("0"));
+                a.rows = std::stoll(r.at(0, 3).value_or("0"));
+                streams.push_back(std::move(a));
+            }
         });
-        squaresync::pg::apply_stream(a);
+        for (const auto& a : streams) apply_stream(a);
     } catch (const std::exception& e) {
         strlcpy(message, e.what(), sizeof message);
     } catch (...) {
@@ -136,6 +169,6 @@ void squaresync_apply_main(Datum main_arg) {
     CHECK_FOR_INTERRUPTS();
     if (message[0] != '\0')
         ereport(WARNING, (errmsg("squaresync: the apply worker of run %lld ended with an error: %s",
-                                 static_cast<long long>(DatumGetInt64(main_arg)), message)));
+                                 static_cast<long long>(run_id), message)));
     pgstat_report_activity(STATE_IDLE, nullptr);
 }

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace squaresync::pg {
 
@@ -38,21 +40,39 @@ ApplyOutcome apply_stream(const StreamApply& a);
 // Records a stream that failed before it could be applied, and empties its staging tables.
 void record_stream_failure(const StreamApply& a, const ApplyOutcome& why);
 
-// An apply worker: applies one stream of a run in its own process while the caller goes on.
+// The streams an apply worker applies while the sync worker applies the others: the sales side
+// (orders, payments, refunds, transactions). Their tables reference no other stream's tables, and
+// neither the availability nor the item library export is computed from them, so the two sides
+// never wait for each other's rows.
+bool applied_apart(const std::string& stream);
+
+// Whether the installed extension's tables can hand streams to an apply worker (an installation
+// not yet updated with ALTER EXTENSION UPDATE lacks sync_run_streams.fetched_watermark: its runs
+// apply everything in the sync worker).
+bool apply_worker_supported();
+
+// Records what the fetch of each stream reached (pages, rows staged, the watermark to commit with
+// its rows) in sync_run_streams, where an apply worker reads it. One transaction.
+void record_fetched(const std::vector<StreamApply>& streams);
+
+// An apply worker: applies fetched streams of a run, one after another, each in its own
+// transaction, in its own process while the caller goes on.
 class ApplyWorker {
 public:
-    // Starts the worker (database and role: the sync worker's). Returns nullopt when it cannot
-    // start (no free background worker slot, or what it must be told does not fit): the caller
-    // applies the stream itself.
-    static std::optional<ApplyWorker> start(const StreamApply& a, unsigned int database, unsigned int role);
-    // Waits until the worker has exited. Returns its outcome, or nullopt when it left the stream
-    // unapplied and unrecorded (it exited before its transaction committed anything): the caller
-    // then applies the stream itself.
-    std::optional<ApplyOutcome> wait();
+    // Starts the worker for these streams (recorded with record_fetched), as the sync worker's
+    // database and role. Returns nullopt when it cannot start (no free background worker slot):
+    // the caller applies the streams itself.
+    static std::optional<ApplyWorker> start(std::int64_t run_id, const std::vector<std::string>& streams, bool full,
+                                            unsigned int database, unsigned int role);
+    // Waits until the worker has exited; then, per stream, its outcome, or nullopt when the worker
+    // left it unapplied and unrecorded (it stopped first): the caller then applies it itself.
+    std::map<std::string, std::optional<ApplyOutcome>> wait();
 
 private:
-    explicit ApplyWorker(const StreamApply& a, void* handle) : apply_(a), handle_(handle) {}
-    StreamApply apply_;
+    ApplyWorker(std::int64_t run_id, std::vector<std::string> streams, void* handle)
+        : run_id_(run_id), streams_(std::move(streams)), handle_(handle) {}
+    std::int64_t run_id_;
+    std::vector<std::string> streams_;
     void* handle_;  // BackgroundWorkerHandle*
 };
 

@@ -1,7 +1,7 @@
 // sync_worker.cpp: the sync worker (a dynamic background worker), one per run. It records the run,
 // fetches every stream from Square with no transaction open while waiting (pages are staged in
 // short transactions), then applies each fetched stream in one transaction with its watermark
-// (the orders in an apply worker meanwhile, apply_worker.cpp), and finishes the run with its
+// (the sales side in an apply worker meanwhile, apply_worker.cpp), and finishes the run with its
 // counts, a NOTIFY and one LOG line.
 extern "C" {
 #include "postgres.h"
@@ -222,19 +222,27 @@ private:
         }
         run_walks(client, all);
 
-        // The orders (the largest apply, and independent of the other streams' tables) go to an
-        // apply worker, so that they apply on one core while this worker applies the others and
-        // rebuilds the export on the other. Without a free worker slot, this worker applies them too.
-        StreamFetch* elsewhere = nullptr;
-        std::optional<ApplyWorker> worker;
+        // The sales side (orders, payments, refunds, transactions: applied_apart) goes to an apply
+        // worker, which applies it on one core while this worker applies the catalog side and
+        // rebuilds the export on the other. Without a free worker slot, this worker applies all.
+        std::vector<StreamFetch*> apart;
+        std::vector<StreamApply> fetched;
         for (auto* f : all)
-            if (Settings::parallel_apply && f->name() == "orders" && !f->failed()) elsewhere = f;
-        if (elsewhere) {
-            worker = ApplyWorker::start(stream_apply(*elsewhere), args_.database, args_.role);
-            if (!worker) elsewhere = nullptr;
+            if (Settings::parallel_apply && applied_apart(f->name()) && !f->failed()) {
+                apart.push_back(f);
+                fetched.push_back(stream_apply(*f));
+            }
+        std::optional<ApplyWorker> worker;
+        if (!apart.empty() && !apply_worker_supported()) apart.clear();
+        if (!apart.empty()) {
+            record_fetched(fetched);
+            std::vector<std::string> names;
+            for (auto* f : apart) names.push_back(f->name());
+            worker = ApplyWorker::start(id_, names, full(), args_.database, args_.role);
+            if (!worker) apart.clear();
         }
         for (auto* f : all)
-            if (f != elsewhere) apply(*f);
+            if (std::find(apart.begin(), apart.end(), f) == apart.end()) apply(*f);
 
         // What derives from several streams (the item library export), once per run.
         report_activity("squaresync: rebuilding derived tables");
@@ -247,13 +255,16 @@ private:
             derived_error_ = "the item library export was not rebuilt: " + e.message;
         }
 
-        if (elsewhere) {
-            report_activity("squaresync: waiting for the apply worker of " + elsewhere->name());
-            const auto outcome = worker->wait();
-            if (outcome)
-                streams_[elsewhere->name()] = {outcome->failed, outcome->error};
-            else
-                apply(*elsewhere);  // it exited without applying or recording anything
+        if (worker) {
+            report_activity("squaresync: waiting for the apply worker");
+            const auto outcomes = worker->wait();
+            for (auto* f : apart) {
+                const auto& o = outcomes.at(f->name());
+                if (o)
+                    streams_[f->name()] = {o->failed, o->error};
+                else
+                    apply(*f);  // the apply worker stopped before it applied or recorded this stream
+            }
         }
     }
 

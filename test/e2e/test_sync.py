@@ -159,26 +159,36 @@ def test_late_offline_orders_inside_the_overlap_are_caught(db, fake):
     assert_matches_fake(db, fake)
 
 
-def test_orders_apply_in_an_apply_worker_while_the_other_streams_apply(db, fake, cluster):
+def test_the_sales_side_applies_in_an_apply_worker_while_the_catalog_side_applies(db, fake, cluster):
     from test_ops import wait_for
     db.execute("SELECT squaresync.foundation()")
     fake.mutate({"orders": {"update": 5}, "catalog_items": {"update": 2}, "inventory_counts": {"update": 4}})
+    export = lambda c: sorted(map(str, c.execute("SELECT * FROM square.square_item_library_export").fetchall()))
+    fresh_export = lambda c: sorted(map(str, c.execute("SELECT * FROM squaresync._item_library_rows("
+                                                       "(SELECT merchant_id FROM squaresync.connection))").fetchall()))
+    export_before = export(db)
     holder = cluster.connect(autocommit=False)
     holder.execute("LOCK TABLE square.order_line_items IN ACCESS EXCLUSIVE MODE")
     try:
         run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
-        # The orders wait for the lock inside their apply, in a process of their own ...
+        # The orders (first of the sales side) wait for the lock inside their apply, in a process
+        # of their own ...
         applier = wait_for(lambda: db.execute(
             "SELECT pid, usename FROM pg_stat_activity WHERE backend_type = 'squaresync apply'"
             " AND wait_event_type = 'Lock' AND query = 'squaresync: applying orders'").fetchone(),
             60, "the apply worker to wait inside the orders apply")
-        # ... while the sync worker applies every other stream and rebuilds the export, then waits.
-        wait_for(lambda: db.execute("SELECT query = 'squaresync: waiting for the apply worker of orders'"
-                                    " FROM pg_stat_activity WHERE backend_type = 'squaresync sync'").fetchone(),
+        # ... while the sync worker applies the catalog side and rebuilds the export, then waits.
+        wait_for(lambda: db.execute("SELECT query = 'squaresync: waiting for the apply worker'"
+                                    " FROM pg_stat_activity WHERE backend_type = 'squaresync sync'").fetchone()[0],
                  60, "the sync worker to wait for the apply worker")
-        others = dict(db.execute("SELECT stream, status FROM squaresync.sync_run_streams WHERE run_id = %s",
+        status = dict(db.execute("SELECT stream, status FROM squaresync.sync_run_streams WHERE run_id = %s",
                                  (run,)).fetchall())
-        assert others.pop("orders") == "running" and set(others.values()) == {"succeeded"}, others
+        assert {s: status[s] for s in ("orders", "payments", "refunds", "transactions")} == dict.fromkeys(
+            ("orders", "payments", "refunds", "transactions"), "running"), status
+        assert {s: status[s] for s in ("locations", "catalog", "inventory", "vendors")} == dict.fromkeys(
+            ("locations", "catalog", "inventory", "vendors"), "succeeded"), status
+        # The export was rebuilt meanwhile: it changed, and equals a build from the tables as they are.
+        assert export(db) != export_before and export(db) == fresh_export(db)
         worker = db.execute("SELECT usename FROM pg_stat_activity WHERE backend_type = 'squaresync sync'").fetchone()
         assert applier[0] and applier[1] == worker[0]  # as the same role
     finally:
