@@ -11,6 +11,7 @@ extern "C" {
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/ipc.h"
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
 #include "utils/memutils.h"
@@ -38,6 +39,13 @@ struct ApplyArgs {
 static_assert(sizeof(ApplyArgs) <= BGW_EXTRALEN, "ApplyArgs must fit in bgw_extra");
 
 std::string str(std::int64_t v) { return std::to_string(v); }
+
+// The apply worker this process started and has not yet seen exit.
+BackgroundWorkerHandle* running_worker = nullptr;
+
+void stop_apply_worker(int, Datum) {
+    if (running_worker != nullptr) TerminateBackgroundWorker(running_worker);
+}
 
 std::vector<std::string> split(const std::string& list) {
     std::vector<std::string> out;
@@ -99,12 +107,19 @@ std::optional<ApplyWorker> ApplyWorker::start(std::int64_t run_id, const std::ve
         registered = RegisterDynamicBackgroundWorker(&w, &handle);
     });
     if (!registered) return std::nullopt;
+    // Should this process exit before the worker does (SIGTERM, a FATAL error), the worker is asked
+    // to stop too: it would otherwise go on applying a run nobody finishes.
+    static bool callback = false;
+    if (!callback) pg_call([] { before_shmem_exit(stop_apply_worker, 0); });
+    callback = true;
+    running_worker = handle;
     return ApplyWorker(run_id, streams, handle);
 }
 
 std::map<std::string, std::optional<ApplyOutcome>> ApplyWorker::wait() {
     BgwHandleStatus status = BGWH_STOPPED;
     pg_call([&] { status = WaitForBackgroundWorkerShutdown(static_cast<BackgroundWorkerHandle*>(handle_)); });
+    running_worker = nullptr;
     if (status == BGWH_POSTMASTER_DIED) throw std::runtime_error("the server shut down while the apply worker was applying");
     std::map<std::string, std::optional<ApplyOutcome>> out;
     in_transaction([&] {
@@ -159,7 +174,8 @@ void squaresync_apply_main(Datum main_arg) {
                 streams.push_back(std::move(a));
             }
         });
-        for (const auto& a : streams) apply_stream(a);
+        for (const auto& a : streams)
+            if (apply_stream(a).code == "ABANDONED") break;
     } catch (const std::exception& e) {
         strlcpy(message, e.what(), sizeof message);
     } catch (...) {

@@ -10,6 +10,7 @@ extern "C" {
 }
 
 #include <chrono>
+#include <stdexcept>
 
 #include "guard.hpp"
 #include "settings.hpp"
@@ -21,6 +22,12 @@ namespace squaresync::pg {
 namespace {
 
 std::string str(std::int64_t v) { return std::to_string(v); }
+
+// The stream's row no longer says running: a later run found this run's sync worker gone and
+// marked it failed, and may have emptied the staging tables since.
+struct StreamAbandoned : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
 
 }  // namespace
 
@@ -46,6 +53,14 @@ ApplyOutcome apply_stream(const StreamApply& a) {
     const auto t0 = std::chrono::steady_clock::now();
     try {
         in_transaction([&] {
+            // The stream's row, locked first: a later run marks the streams of a run whose sync
+            // worker died as failed (fail_stale_runs) before it empties the staging tables, so
+            // either this sees that and stops, or that run waits until this commits.
+            auto st = spi_exec("SELECT status FROM squaresync.sync_run_streams WHERE run_id = $1::bigint AND stream = $2"
+                               " FOR UPDATE", {str(a.run_id), a.stream});
+            if (st.rows.empty() || st.at(0, 0) != std::string("running"))
+                throw StreamAbandoned("run " + str(a.run_id) + " was marked failed by a later run before " + a.stream +
+                                      " was applied; that run fetches it again");
             spi_exec("SELECT set_config('lock_timeout', $1, true)", {str(Settings::lock_timeout_ms)});
             spi_exec("SELECT squaresync._apply_stream($1::bigint, $2, $3, $4::boolean, $5)",
                      {str(a.run_id), a.merchant, a.stream, std::string(a.full ? "true" : "false"), a.watermark});
@@ -56,6 +71,8 @@ ApplyOutcome apply_stream(const StreamApply& a) {
             spi_exec("SELECT squaresync._clear_staging($1)", {a.stream});
         });
         return {};
+    } catch (const StreamAbandoned& e) {
+        return ApplyOutcome{true, e.what(), "ABANDONED"};
     } catch (const PgError& e) {
         std::string why = e.message + (e.detail.empty() ? "" : " (" + e.detail + ")");
         if (e.sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)

@@ -34,7 +34,8 @@ void configure_apply_session();
 
 // One transaction: the stream's tables, what derives from them, its watermark, the run's counters,
 // then its staging emptied. When that fails, records the failure (the stream's rows and watermark
-// stay as they were) and returns it.
+// stay as they were) and returns it. A stream a later run has marked failed (this run's sync
+// worker died) is left alone: the outcome says so, with code ABANDONED.
 ApplyOutcome apply_stream(const StreamApply& a);
 
 // Records a stream that failed before it could be applied, and empties its staging tables.

@@ -261,6 +261,36 @@ def test_sigkill_of_the_worker_then_the_next_run_converges(db, fake, cluster, ph
     con.close()
 
 
+def test_sigterm_of_the_sync_worker_stops_its_apply_worker_and_the_next_run_converges(db, fake, cluster):
+    log_start = len(cluster.log_text())
+    db.execute("SELECT squaresync.foundation()")
+    fake.mutate({"orders": {"update": 5}, "payments": {"update": 2}})
+    holder = cluster.connect(autocommit=False)
+    holder.execute("LOCK TABLE square.order_line_items IN ACCESS EXCLUSIVE MODE")
+    try:
+        run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
+        applier = wait_for(lambda: (db.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'squaresync apply'"
+                                               " AND wait_event_type = 'Lock'").fetchone() or [None])[0],
+                           60, "the apply worker to wait inside the orders apply")
+        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'squaresync sync'")
+        # The sync worker asks its apply worker to stop as it exits; the lock is still held, so
+        # nothing else would end the apply worker's wait.
+        wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (applier,)).fetchone(),
+                 30, "the apply worker to stop")
+    finally:
+        holder.rollback()
+        holder.close()
+    # Nothing of the sales side was applied; the next run marks the run failed and converges.
+    streams = dict(db.execute("SELECT stream, status FROM squaresync.sync_run_streams WHERE run_id = %s",
+                              (run,)).fetchall())
+    assert streams["orders"] == streams["payments"] == "running", streams
+    nxt = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    assert nxt != run
+    assert db.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0] == "failed"
+    assert_matches_fake(db, fake)
+    assert "terminated by signal" not in cluster.log_text()[log_start:]
+
+
 def test_immediate_shutdown_mid_run_then_restart_converges(db, fake, cluster):
     fake.fault(latency_ms=200)
     db.execute("SELECT squaresync.foundation(wait => false)")
