@@ -91,8 +91,20 @@ DECLARE
     q        text;
     result   jsonb;
     empty    boolean;
+    staged   boolean;
 BEGIN
     SELECT * INTO STRICT d FROM squaresync.synced_tables WHERE table_name = p_table;
+    -- An incremental apply with nothing staged for the table (nor for its parent, whose re-read
+    -- would replace its children) changes nothing: no statement to build, plan and run.
+    IF NOT p_full AND p_scope_column IS NULL THEN
+        EXECUTE format('SELECT EXISTS (SELECT FROM squaresync.%I)', 'stage_' || p_table) INTO staged;
+        IF NOT staged AND d.parent_table IS NOT NULL THEN
+            EXECUTE format('SELECT EXISTS (SELECT FROM squaresync.%I)', 'stage_' || d.parent_table) INTO staged;
+        END IF;
+        IF NOT staged THEN
+            RETURN jsonb_build_object('inserted', 0, 'updated', 0, 'deleted', 0, 'unchanged', 0);
+        END IF;
+    END IF;
     allc := keys || cols;
     key_join := (SELECT string_agg(format('t.%1$I = s.%1$I', k), ' AND ') FROM unnest(keys) k);
     s_cols := (SELECT string_agg(format('s.%I', c), ', ') FROM unnest(cols) c);
