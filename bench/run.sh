@@ -4,11 +4,12 @@
 # on loopback, every figure of docs/benchmarks.md. Reports figures against their targets; never
 # fails on a timing (it fails only when something does not run).
 #
-#   bash bench/run.sh [--quick] [--scale F] [--skip-scale10] [--skip-latency] [--skip-oldway]
+#   bash bench/run.sh [--quick] [--scale F] [--repeat N] [--skip-scale10] [--skip-latency] [--skip-oldway]
 #                     [--no-profile] [--fake-nodelay] [--out DIR] [--no-install]
 #   --quick          smoke run (seed dataset at scale 0.05; no scale 10, no profile), about a minute
 #   --scale F        the main dataset's scale (default 1: the seed dataset)
 #   --skip-scale10   leave out the scale-10 foundation (it needs ~2 GB and a few minutes)
+#   --repeat N       seed foundations and floor copies measured, the median reported (default 3)
 #   --fake-nodelay   run the fake with TCP_NODELAY (bench/fake_nodelay.py; see docs/benchmarks.md)
 #   --out DIR        where results.json, report.md and the perf output go (default: a fresh dir under /tmp)
 set -euo pipefail
@@ -21,9 +22,9 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT="$2"; shift 2 ;;
     --no-install) INSTALL=0; shift ;;
-    --scale|--scale10) ARGS+=("$1" "$2"); shift 2 ;;
+    --scale|--scale10|--repeat) ARGS+=("$1" "$2"); shift 2 ;;
     --quick|--skip-scale10|--skip-latency|--skip-oldway|--no-profile|--fake-nodelay) ARGS+=("$1"); shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done

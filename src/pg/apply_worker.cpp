@@ -8,13 +8,8 @@ extern "C" {
 #include "postgres.h"
 
 #include "miscadmin.h"
-#include "pgstat.h"
 #include "postmaster/bgworker.h"
-#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
-#include "tcop/tcopprot.h"
-#include "utils/backend_status.h"
-#include "utils/memutils.h"
 }
 
 #include <cstring>
@@ -24,6 +19,7 @@ extern "C" {
 #include "guard.hpp"
 #include "spi.hpp"
 #include "stream_apply.hpp"
+#include "workers.hpp"
 
 namespace squaresync::pg {
 
@@ -91,20 +87,10 @@ std::optional<ApplyWorker> ApplyWorker::start(std::int64_t run_id, const std::ve
     std::memcpy(args.streams, list.c_str(), list.size() + 1);
     bool registered = false;
     BackgroundWorkerHandle* handle = nullptr;
+    const std::string name = "squaresync apply run " + str(run_id);
     pg_call([&] {
-        BackgroundWorker w;
-        memset(&w, 0, sizeof w);
-        w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-        w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-        w.bgw_restart_time = BGW_NEVER_RESTART;
-        snprintf(w.bgw_library_name, BGW_MAXLEN, "squaresync");
-        snprintf(w.bgw_function_name, BGW_MAXLEN, "squaresync_apply_main");
-        snprintf(w.bgw_name, BGW_MAXLEN, "squaresync apply run %lld", static_cast<long long>(run_id));
-        snprintf(w.bgw_type, BGW_MAXLEN, "squaresync apply");
-        w.bgw_main_arg = Int64GetDatum(run_id);
-        memcpy(w.bgw_extra, &args, sizeof args);
-        w.bgw_notify_pid = MyProcPid;
-        registered = RegisterDynamicBackgroundWorker(&w, &handle);
+        registered = register_worker("squaresync_apply_main", name, "squaresync apply", Int64GetDatum(run_id), &args,
+                                     sizeof args, &handle);
     });
     if (!registered) return std::nullopt;
     // Should this process exit before the worker does (SIGTERM, a FATAL error), the worker is asked
@@ -140,21 +126,14 @@ std::map<std::string, std::optional<ApplyOutcome>> ApplyWorker::wait() {
 extern "C" PGDLLEXPORT void squaresync_apply_main(Datum main_arg);
 
 void squaresync_apply_main(Datum main_arg) {
-    pqsignal(SIGTERM, die);
-    pqsignal(SIGHUP, SignalHandlerForConfigReload);
-    BackgroundWorkerUnblockSignals();
-
-    squaresync::pg::ApplyArgs args;
+    using namespace squaresync::pg;
+    ApplyArgs args;
     memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof args);
-    BackgroundWorkerInitializeConnectionByOid(args.database, args.role, 0);
-    MemoryContext ctx = AllocSetContextCreate(TopMemoryContext, "squaresync apply", ALLOCSET_DEFAULT_SIZES);
-    MemoryContextSwitchTo(ctx);
+    begin_worker(args.database, args.role);
     const std::int64_t run_id = DatumGetInt64(main_arg);
-
-    static char message[2048];
-    message[0] = '\0';
-    try {
-        using namespace squaresync::pg;
+    static char what[64];
+    snprintf(what, sizeof what, "the apply worker of run %lld", static_cast<long long>(run_id));
+    run_worker_body(what, [&] {
         configure_apply_session();
         std::vector<StreamApply> streams;
         in_transaction([&] {
@@ -176,15 +155,5 @@ void squaresync_apply_main(Datum main_arg) {
         });
         for (const auto& a : streams)
             if (apply_stream(a).code == "ABANDONED") break;
-    } catch (const std::exception& e) {
-        strlcpy(message, e.what(), sizeof message);
-    } catch (...) {
-        strlcpy(message, "unknown C++ exception", sizeof message);
-    }
-    // Nothing C++ is alive here: a pending shutdown or cancel may now exit the process.
-    CHECK_FOR_INTERRUPTS();
-    if (message[0] != '\0')
-        ereport(WARNING, (errmsg("squaresync: the apply worker of run %lld ended with an error: %s",
-                                 static_cast<long long>(run_id), message)));
-    pgstat_report_activity(STATE_IDLE, nullptr);
+    });
 }

@@ -34,6 +34,7 @@ extern "C" {
 #include "runs.hpp"
 #include "settings.hpp"
 #include "spi.hpp"
+#include "workers.hpp"
 
 extern "C" PGDLLEXPORT void squaresync_launcher_main(Datum);
 extern "C" PGDLLEXPORT void squaresync_maintenance_main(Datum);
@@ -59,19 +60,9 @@ namespace {
 
 // Starts the maintenance worker in the configured database; returns its handle or nullptr.
 BackgroundWorkerHandle* start_maintenance(Oid dboid) {
-    BackgroundWorker w;
     BackgroundWorkerHandle* handle = nullptr;
-    memset(&w, 0, sizeof w);
-    w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-    w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-    w.bgw_restart_time = BGW_NEVER_RESTART;
-    snprintf(w.bgw_library_name, BGW_MAXLEN, "squaresync");
-    snprintf(w.bgw_function_name, BGW_MAXLEN, "squaresync_maintenance_main");
-    snprintf(w.bgw_name, BGW_MAXLEN, "squaresync maintenance");
-    snprintf(w.bgw_type, BGW_MAXLEN, "squaresync maintenance");
-    w.bgw_main_arg = ObjectIdGetDatum(dboid);
-    w.bgw_notify_pid = MyProcPid;
-    if (!RegisterDynamicBackgroundWorker(&w, &handle)) {
+    if (!squaresync::pg::register_worker("squaresync_maintenance_main", "squaresync maintenance", "squaresync maintenance",
+                                         ObjectIdGetDatum(dboid), nullptr, 0, &handle)) {
         ereport(LOG, (errmsg("squaresync launcher: could not start the maintenance worker: no background worker slot is free"),
                       errhint("Raise max_worker_processes.")));
         return nullptr;

@@ -20,6 +20,7 @@ extern "C" {
 #include "runs.hpp"
 #include "settings.hpp"
 #include "spi.hpp"
+#include "workers.hpp"
 
 namespace squaresync::pg {
 
@@ -74,21 +75,11 @@ void launch_worker(std::int64_t run_id, RunKind kind, const std::string& trigger
     bool registered = false;
     BgwHandleStatus status = BGWH_STOPPED;
     pid_t pid = 0;
+    const std::string name = "squaresync sync run " + std::to_string(run_id);
     pg_call([&] {
-        BackgroundWorker w;
         BackgroundWorkerHandle* handle = nullptr;
-        memset(&w, 0, sizeof w);
-        w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-        w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-        w.bgw_restart_time = BGW_NEVER_RESTART;
-        snprintf(w.bgw_library_name, BGW_MAXLEN, "squaresync");
-        snprintf(w.bgw_function_name, BGW_MAXLEN, "squaresync_sync_main");
-        snprintf(w.bgw_name, BGW_MAXLEN, "squaresync sync run %lld", static_cast<long long>(run_id));
-        snprintf(w.bgw_type, BGW_MAXLEN, "squaresync sync");
-        w.bgw_main_arg = Int64GetDatum(run_id);
-        memcpy(w.bgw_extra, &args, sizeof args);
-        w.bgw_notify_pid = MyProcPid;
-        registered = RegisterDynamicBackgroundWorker(&w, &handle);
+        registered = register_worker("squaresync_sync_main", name, "squaresync sync", Int64GetDatum(run_id), &args,
+                                     sizeof args, &handle);
         if (registered) status = WaitForBackgroundWorkerStartup(handle, &pid);
     });
     if (!registered)

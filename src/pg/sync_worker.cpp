@@ -7,14 +7,7 @@ extern "C" {
 #include "postgres.h"
 
 #include "commands/extension.h"
-#include "miscadmin.h"
-#include "pgstat.h"
 #include "postmaster/bgworker.h"
-#include "postmaster/interrupt.h"
-#include "storage/ipc.h"
-#include "tcop/tcopprot.h"
-#include "utils/backend_status.h"
-#include "utils/memutils.h"
 }
 
 #include <malloc.h>
@@ -24,7 +17,6 @@ extern "C" {
 #include <map>
 #include <memory>
 #include <unordered_map>
-#include <nlohmann/json.hpp>
 
 #include "guard.hpp"
 #include "http_client.hpp"
@@ -34,12 +26,11 @@ extern "C" {
 #include "stream_apply.hpp"
 #include "streams.hpp"
 #include "unchanged.hpp"
+#include "workers.hpp"
 
 namespace squaresync::pg {
 
 namespace {
-
-using nlohmann::json;
 
 std::string str(std::int64_t v) { return std::to_string(v); }
 
@@ -371,15 +362,8 @@ private:
 extern "C" PGDLLEXPORT void squaresync_sync_main(Datum main_arg);
 
 void squaresync_sync_main(Datum main_arg) {
-    pqsignal(SIGTERM, die);
-    pqsignal(SIGHUP, SignalHandlerForConfigReload);
-    BackgroundWorkerUnblockSignals();
-
     squaresync::pg::RunArgs args;
     memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof args);
-    BackgroundWorkerInitializeConnectionByOid(args.database, args.role, 0);
-    const std::int64_t run_id = DatumGetInt64(main_arg);
-
 #ifdef M_ARENA_MAX
     // One malloc arena for the process: the pages the HTTP client's helper thread parses are freed
     // by this thread, and a second arena would keep its own high-water mark on top of ours.
@@ -390,22 +374,13 @@ void squaresync_sync_main(Datum main_arg) {
     // heap: freed, they return to the system instead of raising the heap the apply then runs in.
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 #endif
-    MemoryContext ctx = AllocSetContextCreate(TopMemoryContext, "squaresync sync", ALLOCSET_DEFAULT_SIZES);
-    MemoryContextSwitchTo(ctx);
-
-    static char message[2048];
-    message[0] = '\0';
-    try {
+    squaresync::pg::begin_worker(args.database, args.role);
+    const std::int64_t run_id = DatumGetInt64(main_arg);
+    static char what[64];
+    snprintf(what, sizeof what, "run %lld", static_cast<long long>(run_id));
+    squaresync::pg::run_worker_body(what, [&] {
         squaresync::pg::configure_apply_session();
         squaresync::pg::SyncRun run(run_id, args);
         run.execute();
-    } catch (const std::exception& e) {
-        strlcpy(message, e.what(), sizeof message);
-    } catch (...) {
-        strlcpy(message, "unknown C++ exception", sizeof message);
-    }
-    // Nothing C++ is alive here: a pending shutdown or cancel may now exit the process.
-    CHECK_FOR_INTERRUPTS();
-    if (message[0] != '\0') ereport(WARNING, (errmsg("squaresync: run %lld ended with an error: %s", static_cast<long long>(run_id), message)));
-    pgstat_report_activity(STATE_IDLE, nullptr);
+    });
 }

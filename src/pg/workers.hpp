@@ -1,0 +1,45 @@
+// workers.hpp: what squaresync's dynamic background workers (sync, apply, maintenance) share:
+// registering one, and the start and end of a worker's entry point. Include after postgres.h.
+#pragma once
+
+extern "C" {
+#include "postmaster/bgworker.h"
+}
+
+#include <cstring>
+#include <exception>
+#include <string>
+
+namespace squaresync::pg {
+
+// Registers a dynamic background worker of this library that connects to a database, tells this
+// process when it starts and exits, and is never restarted. extra goes to bgw_extra. Returns false
+// when every background worker slot is in use. Raises PostgreSQL errors (call it under pg_call).
+bool register_worker(const char* function, const std::string& name, const char* type, Datum main_arg,
+                     const void* extra, std::size_t extra_size, BackgroundWorkerHandle** handle);
+
+// The start of a worker's entry point: PostgreSQL's signal handlers (SIGTERM stops it, SIGHUP
+// reloads the configuration), its connection to database as role, and a memory context of its own.
+void begin_worker(Oid database, Oid role);
+
+// The end of a worker's entry point, once nothing C++ is alive: lets a pending shutdown or cancel
+// take effect, logs error (when not empty) as a WARNING "squaresync: <what> ended with an error:
+// ...", and shows the worker idle.
+void end_worker(const char* what, const char* error);
+
+// Runs a worker's body, which may throw anything; what escapes is logged by end_worker.
+template <typename F>
+void run_worker_body(const char* what, F&& body) {
+    static char message[2048];
+    message[0] = '\0';
+    try {
+        body();
+    } catch (const std::exception& e) {
+        strlcpy(message, e.what(), sizeof message);
+    } catch (...) {
+        strlcpy(message, "unknown C++ exception", sizeof message);
+    }
+    end_worker(what, message);
+}
+
+}  // namespace squaresync::pg
