@@ -764,11 +764,15 @@ BEGIN
 END
 $fn$;
 
--- 20_control.sql: the audit's before and after images compressed with lz4 where the server has it.
+-- 20_control.sql, 30_apply.sql, 60_audit.sql: the audit keeps an object's raw JSON apart from the
+-- before and after images (before_raw, after_raw), copied as stored instead of re-encoded; the four
+-- compressed with lz4 where the server has it.
+ALTER TABLE squaresync.changes ADD COLUMN before_raw jsonb, ADD COLUMN after_raw jsonb;
 DO $$
 BEGIN
     IF EXISTS (SELECT FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
-        ALTER TABLE squaresync.changes ALTER COLUMN before SET COMPRESSION lz4, ALTER COLUMN after SET COMPRESSION lz4;
+        ALTER TABLE squaresync.changes ALTER COLUMN before SET COMPRESSION lz4, ALTER COLUMN after SET COMPRESSION lz4,
+            ALTER COLUMN before_raw SET COMPRESSION lz4, ALTER COLUMN after_raw SET COMPRESSION lz4;
     END IF;
 END
 $$;
@@ -805,16 +809,7 @@ BEGIN
 END
 $fn$;
 
--- 20_control.sql, 30_apply.sql, 60_audit.sql: the audit keeps an object's raw JSON apart from the
--- before and after images (before_raw, after_raw), copied as stored instead of re-encoded.
-ALTER TABLE squaresync.changes ADD COLUMN before_raw jsonb, ADD COLUMN after_raw jsonb;
-DO $$
-BEGIN
-    IF EXISTS (SELECT FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
-        ALTER TABLE squaresync.changes ALTER COLUMN before_raw SET COMPRESSION lz4, ALTER COLUMN after_raw SET COMPRESSION lz4;
-    END IF;
-END
-$$;
+-- 60_audit.sql: diff() reads raw from before_raw and after_raw too.
 CREATE FUNCTION squaresync._with_raw(p_image jsonb, p_raw jsonb)
 RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN p_raw IS NULL THEN p_image ELSE coalesce(p_image, '{}') || jsonb_build_object('raw', p_raw) END
