@@ -164,7 +164,19 @@ class Dataset:
         self._ids = set()
         self._bytes = {}
         self._query_cache = {}
+        self._orders_by_loc = None
         self._generate()
+
+    def orders_in(self, location_ids):
+        """The orders of these locations, through an index by location built once per generation
+        (a search reads one location's orders, not all of them)."""
+        idx = self._orders_by_loc
+        if idx is None or idx[0] != (self.generation, len(self.orders)):
+            by = {}
+            for rec in self.orders.values():
+                by.setdefault(rec.location_id, []).append(rec)
+            idx = self._orders_by_loc = ((self.generation, len(self.orders)), by)
+        return [rec for lid in location_ids for rec in idx[1].get(lid, ())]
 
     # ------------------------------------------------------------------ ids & time
     def _id(self, rng, alphabet, n, prefix=""):

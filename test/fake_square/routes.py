@@ -533,9 +533,7 @@ def orders_search(ds, ctx, q, body):
             hi = t_ms * 1000        # end defaults to the time of the first request for the cursor
         rattr = {"created_at": "created_ms", "updated_at": "updated_ms", "closed_at": "closed_ms"}.get(range_field)
         out = []
-        for rec in ds.orders.values():
-            if rec.location_id not in loc_set:
-                continue
+        for rec in ds.orders_in(loc_set):
             if states is not None and rec.state not in states:
                 continue
             if rattr:
@@ -679,8 +677,8 @@ def transactions_list(ds, ctx, q, body, location_id):
     def build(t_ms):
         b = cb if cb is not None else (t_ms - YEAR_MS) * 1000
         e = ce if ce is not None else t_ms * 1000
-        return [(r.tx_ms, r.id) for r in ds.orders.values()
-                if r.has_tenders and r.location_id == location_id and b <= r.tx_ms * 1000 < e]
+        return [(r.tx_ms, r.id) for r in ds.orders_in((location_id,))
+                if r.has_tenders and b <= r.tx_ms * 1000 < e]
 
     sel, nxt, _ = page(ds, ctx, "transactions", params, cursor, TRANSACTIONS_PAGE, sort_order == "DESC", build,
                        ds.clock.peek_ms())
