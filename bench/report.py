@@ -80,7 +80,7 @@ def render(r):
     rows.append(("1", "  of which private (peak RssAnon)", _mib(w["peak_rss_anon_mib"]), "", ""))
     aw = f.get("apply_worker") or {}
     if aw.get("pid"):
-        rows.append(("1", "Foundation, apply worker peak memory (VmHWM; it applies the orders)", _mib(aw["peak_rss_mib"]),
+        rows.append(("1", "Foundation, apply worker peak memory (VmHWM; it applies the sales side)", _mib(aw["peak_rss_mib"]),
                      "< 256 MiB", _ok(aw["peak_rss_mib"] < 256)))
         rows.append(("1", "  of which private (peak RssAnon)", _mib(aw["peak_rss_anon_mib"]), "", ""))
     rows.append(("2a", "Floor: download every page to nowhere (same HttpClient settings)", _s(fd["raw"]["seconds"]), "", ""))
@@ -155,8 +155,8 @@ def render(r):
     out.append(f"Run {f['run_seconds']:.2f} s inside the worker ({F:.2f} s at the client):"
                f" start + locations {ph.get('start_and_locations', 0):.2f} s,"
                f" fetch + parse + map + stage of all other streams together {ph.get('fetch_and_stage', 0):.2f} s,"
-               f" then apply {apply_total:.2f} s (stream after stream in the sync worker, the orders"
-               f" meanwhile in the apply worker when it ran)"
+               f" then apply {apply_total:.2f} s (the catalog side stream after stream in the sync worker, the"
+               f" sales side meanwhile in the apply worker)"
                f" (of which the apply statements {ph.get('apply_statements', apply_total):.2f} s; the rest is the"
                f" commits, where the deferred foreign keys are checked)."
                f" Sync worker CPU {w['cpu_seconds']:.1f} s, apply worker CPU"
@@ -226,8 +226,10 @@ def render(r):
                        + ", ".join(f"{n} ({v['rows_staged']:,}, {v.get('apply_window_seconds') or 0:.3f} s)" for n, v in top)
                        + " |")
     out.append("")
-    out.append("An apply's window runs to the start of the next one: the last stream's includes the item library"
-               " export rebuild (`_after_run`).")
+    out.append("In the sync worker (the catalog side), an apply's window runs to the start of its next one: the last"
+               " one's (vendors) includes the item library export rebuild (`_after_run`) and the wait for the apply"
+               " worker. The apply worker's streams (the sales side: orders, payments, refunds, transactions) show"
+               " their statement's time.")
     out.append("")
     return "\n".join(out) + "\n"
 
