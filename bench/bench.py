@@ -36,6 +36,7 @@ from pgcluster import Cluster  # noqa: E402
 from fakesquare import FakeSquare  # noqa: E402
 
 import oldway  # noqa: E402
+import report  # noqa: E402
 
 DAY = {  # a seller's day (issue 9): 1% of orders (their parts change with them), 2% of inventory, 1% of catalog
     "orders": {"update": 0.01},
@@ -128,9 +129,6 @@ class WorkerWatch(threading.Thread):
     def _watch_apply(self, con):
         a = self.apply
         if a["pid"] is None:
-            # Looked up only in the run's later part (the sync worker applying or waiting), not every tick.
-            if len(self.samples) % 5:
-                return
             r = con.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'squaresync apply'").fetchone()
             if not r:
                 return
@@ -170,30 +168,6 @@ def run_sync(cluster, con, kind, watch=True):
            "api_requests": r[2], "bytes_received": r[3], "inserted": r[4], "updated": r[5], "deleted": r[6],
            "unchanged": r[7], "rows_written": r[4] + r[5] + r[6], "audit_rows": audit, "error": r[8],
            "tables": r[9], "streams": streams}
-    # Phases: locations (fetch + apply), then every other stream fetched and staged together, then
-    # each applied in turn by the sync worker, the orders meanwhile by the apply worker.
-    # applied_at is the apply transaction's start; apply_seconds stops before the commit (deferred
-    # foreign keys are checked at commit), so a stream's apply window runs from its applied_at to
-    # the next stream's (the last one's to the run's end); the apply worker's window is its
-    # statement's time.
-    parallel = w is not None and w.apply["pid"] is not None and "orders" in streams
-    if parallel:
-        streams["orders"]["apply_window_seconds"] = streams["orders"]["apply_seconds"]
-        streams["orders"]["apply_worker"] = True
-    order = sorted((v["apply_start"], k) for k, v in streams.items()
-                   if v["apply_start"] is not None and not (parallel and k == "orders"))
-    for i, (start, k) in enumerate(order):
-        end = order[i + 1][0] if i + 1 < len(order) else r[1]
-        # Locations are applied before the other streams are fetched: their window is the apply.
-        streams[k]["apply_window_seconds"] = streams[k]["apply_seconds"] if k == "locations" else end - start
-    applies = [v for k, v in streams.items() if k != "locations" and v["apply_start"] is not None]
-    if applies:
-        first = min(v["apply_start"] for v in applies)
-        loc = streams.get("locations", {})
-        loc_end = (loc.get("apply_start") or 0) + (loc.get("apply_window_seconds") or 0)
-        out["phases"] = {"start_and_locations": loc_end, "fetch_and_stage": first - loc_end,
-                         "apply_incl_commit": r[1] - first,
-                         "apply_statements": sum(v["apply_seconds"] or 0 for v in applies)}
     if w:
         out["apply_worker"] = {"pid": w.apply["pid"], "peak_rss_mib": w.apply["hwm_kb"] / 1024,
                                "peak_rss_anon_mib": w.apply["anon_peak_kb"] / 1024, "cpu_seconds": w.apply["cpu_s"]}
@@ -201,6 +175,8 @@ def run_sync(cluster, con, kind, watch=True):
                          "rss_shmem_at_anon_peak_mib": w.shmem_at_peak_kb / 1024, "cpu_seconds": w.cpu_s,
                          "samples": len(w.samples)}
         out["_samples"] = w.samples
+    out["run_seconds"] = r[1]
+    report.windows(out)
     if r[0] != "succeeded":
         log(f"WARNING: {kind} run {run_id} ended {r[0]}: {r[8]}")
     return out

@@ -20,18 +20,37 @@ def _ok(cond):
     return "n/a" if cond is None else ("**pass**" if cond else "**MISS**")
 
 
-def _windows(run):
-    """Apply windows (applied_at to the next stream's, the last to the run's end) when the results
-    predate bench.py computing them."""
+# The streams the apply worker applies (src/pg/apply_worker.cpp, applied_apart) while the sync
+# worker applies the others.
+SALES_SIDE = ("orders", "payments", "refunds", "transactions")
+
+
+def windows(run, force=False):
+    """Each stream's apply window and the run's phases. Locations are applied first, then every
+    other stream is fetched and staged together, then applied: the catalog side in turn by the sync
+    worker, the sales side meanwhile by the apply worker when it ran. applied_at is the apply
+    transaction's start; apply_seconds stops before the commit (deferred foreign keys are checked
+    at commit), so a sync worker stream's window runs from its applied_at to its next stream's (the
+    last one's to the run's end); an apply worker stream's window is its statement's time. With
+    force, windows already in run are computed again."""
     st = run["streams"]
-    order = sorted((v["apply_start"], k) for k, v in st.items() if v.get("apply_start") is not None)
+    apart = bool((run.get("apply_worker") or {}).get("pid"))
+    for k in SALES_SIDE:
+        if apart and k in st:
+            st[k]["apply_worker"] = True
+    order = sorted((v["apply_start"], k) for k, v in st.items()
+                   if v.get("apply_start") is not None and not st[k].get("apply_worker"))
     for i, (start, k) in enumerate(order):
         end = order[i + 1][0] if i + 1 < len(order) else run["run_seconds"]
         # Locations are applied before the other streams are fetched: their window is the apply.
-        st[k].setdefault("apply_window_seconds", st[k]["apply_seconds"] if k == "locations" else end - start)
+        w = st[k]["apply_seconds"] if k == "locations" else end - start
+        st[k]["apply_window_seconds"] = w if force else st[k].get("apply_window_seconds", w)
+    for k, v in st.items():
+        if v.get("apply_worker"):
+            v["apply_window_seconds"] = v["apply_seconds"] if force else v.get("apply_window_seconds", v["apply_seconds"])
     ph = run.setdefault("phases", {})
     rest = [v for k, v in st.items() if k != "locations" and v.get("apply_start") is not None]
-    if rest and "apply_incl_commit" not in ph:
+    if rest and (force or "apply_incl_commit" not in ph):
         ph.clear()
         first = min(v["apply_start"] for v in rest)
         loc = st.get("locations", {})
@@ -45,7 +64,7 @@ def render(r):
     for run in [r["foundation"], (r.get("scale10") or {}).get("foundation"), r.get("profile")] + \
             list((r.get("latency") or {}).values()) + r.get("incr_nothing", []) + r.get("incr_day", []):
         if run:
-            _windows(run)
+            windows(run, force=True)
     out = []
     m = r["machine"]
     f = r["foundation"]
