@@ -57,22 +57,18 @@ bool applied_apart(const std::string& stream) {
     return stream == "orders" || stream == "payments" || stream == "refunds" || stream == "transactions";
 }
 
-bool apply_worker_supported() {
+bool record_fetched(const std::vector<StreamApply>& streams) {
     bool supported = false;
     in_transaction([&] {
         supported = !spi_exec("SELECT FROM pg_catalog.pg_attribute WHERE attrelid = 'squaresync.sync_run_streams'::regclass"
                               " AND attname = 'fetched_watermark' AND NOT attisdropped", {}, true).rows.empty();
-    });
-    return supported;
-}
-
-void record_fetched(const std::vector<StreamApply>& streams) {
-    in_transaction([&] {
+        if (!supported) return;
         for (const auto& a : streams)
             spi_exec("UPDATE squaresync.sync_run_streams SET pages = $3::int, rows_staged = $4::bigint,"
                      " fetched_watermark = $5 WHERE run_id = $1::bigint AND stream = $2",
                      {str(a.run_id), a.stream, str(a.pages), str(a.rows), a.watermark});
     });
+    return supported;
 }
 
 std::optional<ApplyWorker> ApplyWorker::start(std::int64_t run_id, const std::vector<std::string>& streams, bool full,

@@ -29,7 +29,7 @@ struct ApplyOutcome {
 void report_activity(const std::string& what);
 
 // The session settings of a process that applies streams (no JIT, no parallel query, SSD page
-// costs: see sync_worker.cpp).
+// costs: see stream_apply.cpp).
 void configure_apply_session();
 
 // One transaction: the stream's tables, what derives from them, its watermark, the run's counters,
@@ -47,14 +47,12 @@ void record_stream_failure(const StreamApply& a, const ApplyOutcome& why);
 // never wait for each other's rows.
 bool applied_apart(const std::string& stream);
 
-// Whether the installed extension's tables can hand streams to an apply worker (an installation
-// not yet updated with ALTER EXTENSION UPDATE lacks sync_run_streams.fetched_watermark: its runs
-// apply everything in the sync worker).
-bool apply_worker_supported();
-
 // Records what the fetch of each stream reached (pages, rows staged, the watermark to commit with
-// its rows) in sync_run_streams, where an apply worker reads it. One transaction.
-void record_fetched(const std::vector<StreamApply>& streams);
+// its rows) in sync_run_streams, where an apply worker reads it. One transaction. Returns false,
+// recording nothing, when the installed tables cannot hand streams to an apply worker (an
+// installation not yet updated with ALTER EXTENSION UPDATE lacks sync_run_streams.fetched_watermark:
+// its runs apply everything in the sync worker).
+bool record_fetched(const std::vector<StreamApply>& streams);
 
 // An apply worker: applies fetched streams of a run, one after another, each in its own
 // transaction, in its own process while the caller goes on.

@@ -224,14 +224,12 @@ private:
                 fetched.push_back(stream_apply(*f));
             }
         std::optional<ApplyWorker> worker;
-        if (!apart.empty() && !apply_worker_supported()) apart.clear();
-        if (!apart.empty()) {
-            record_fetched(fetched);
+        if (!apart.empty() && record_fetched(fetched)) {
             std::vector<std::string> names;
-            for (auto* f : apart) names.push_back(f->name());
+            for (const auto& a : fetched) names.push_back(a.stream);
             worker = ApplyWorker::start(id_, names, full(), args_.database, args_.role);
-            if (!worker) apart.clear();
         }
+        if (!worker) apart.clear();
         for (auto* f : all)
             if (std::find(apart.begin(), apart.end(), f) == apart.end()) apply(*f);
 
