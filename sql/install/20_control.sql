@@ -74,7 +74,10 @@ CREATE TABLE squaresync.sync_runs (
     worker_pid     integer,
     triggered_by   text,
     -- When _prune_audit() deleted the run's audit entries: the run can no longer be rolled back.
-    audit_pruned_at timestamptz
+    audit_pruned_at timestamptz,
+    -- When the run brought what derives from several streams (the item library export) up to date
+    -- (_after_run): the sync worker rebuilds it itself when its apply worker did not get that far.
+    derived_at     timestamptz
 );
 ALTER SEQUENCE squaresync.sync_runs_id_seq OWNED BY squaresync.sync_runs.id;
 CREATE INDEX ON squaresync.sync_runs (started_at);

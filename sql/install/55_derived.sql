@@ -417,8 +417,9 @@ BEGIN
 END
 $fn$;
 
--- Called by the sync worker once its streams are applied, in its own transaction, and by a rollback:
--- the item library export is rebuilt once per run, when it changed locations, catalog, inventory or vendors.
+-- Called once the catalog side of a run is applied (by its apply worker, or by the sync worker),
+-- in its own transaction, and by a rollback: the item library export is rebuilt once per run, when
+-- it changed locations, catalog, inventory or vendors. Marks the run's derived_at.
 CREATE FUNCTION squaresync._after_run(p_run bigint, p_merchant text)
 RETURNS void LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -426,6 +427,7 @@ BEGIN
                                             WHERE stream IN ('locations', 'catalog', 'inventory', 'vendors'))) THEN
         PERFORM squaresync._rebuild_item_library_export(p_merchant);
     END IF;
+    UPDATE squaresync.sync_runs SET derived_at = clock_timestamp() WHERE id = p_run;
 END
 $fn$;
 

@@ -257,14 +257,16 @@ $$;
 CREATE OR REPLACE FUNCTION squaresync._clear_staging(p_stream text)
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
-    t         text;
-    has_rows  boolean;
+    t  text;
+    n  bigint;
 BEGIN
     FOR t IN SELECT table_name FROM squaresync.synced_tables
              WHERE p_stream IS NULL OR stream = p_stream LOOP
-        EXECUTE format('SELECT EXISTS (SELECT FROM squaresync.%I)', 'stage_' || t) INTO has_rows;
-        IF has_rows THEN
+        EXECUTE format('SELECT count(*) FROM (SELECT FROM squaresync.%I LIMIT 5001) x', 'stage_' || t) INTO n;
+        IF n > 5000 THEN
             EXECUTE format('TRUNCATE squaresync.%I', 'stage_' || t);
+        ELSIF n > 0 THEN
+            EXECUTE format('DELETE FROM squaresync.%I', 'stage_' || t);
         END IF;
     END LOOP;
 END
@@ -851,3 +853,20 @@ REVOKE ALL ON FUNCTION squaresync._with_raw(jsonb, jsonb) FROM PUBLIC;
 
 -- 20_control.sql: what a stream's fetch reached, for the apply worker.
 ALTER TABLE squaresync.sync_run_streams ADD COLUMN fetched_watermark text;
+
+-- 20_control.sql: when a run brought the item library export up to date (set by _after_run).
+ALTER TABLE squaresync.sync_runs ADD COLUMN derived_at timestamptz;
+
+-- Called once the catalog side of a run is applied (by its apply worker, or by the sync worker),
+-- in its own transaction, and by a rollback: the item library export is rebuilt once per run, when
+-- it changed locations, catalog, inventory or vendors. Marks the run's derived_at.
+CREATE OR REPLACE FUNCTION squaresync._after_run(p_run bigint, p_merchant text)
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF squaresync._run_changed(p_run, array(SELECT table_name FROM squaresync.synced_tables
+                                            WHERE stream IN ('locations', 'catalog', 'inventory', 'vendors'))) THEN
+        PERFORM squaresync._rebuild_item_library_export(p_merchant);
+    END IF;
+    UPDATE squaresync.sync_runs SET derived_at = clock_timestamp() WHERE id = p_run;
+END
+$fn$;

@@ -41,6 +41,13 @@ struct StreamFetch::Spec {
     std::vector<Route> routes;
     std::string watermark_field;      // "" when the stream has none
     bool catalog_latest_time = false; // catalog: the first page's latest_time is the watermark
+    // Set: an incremental read lists entries first ({"return_entries": true}: each object's id and
+    // version, under entries_key) and fetches whole only the objects the sink does not hold at that
+    // version, max at a time from path ({ids_key: [...]}, answered under list_key).
+    struct Batch {
+        std::string path, ids_key, entries_key, entry_id_key;
+        std::size_t max = 0;
+    } batch;
     // The query string (GET) or body (POST) of the first request; begin is the watermark less the
     // overlap, or nullopt on a full read.
     std::function<std::string(const std::optional<std::string>& begin, const std::vector<std::string>& locations)> build;
@@ -55,13 +62,13 @@ const std::vector<StreamFetch::Spec>& specs() {
     static const std::vector<S> all = [] {
         std::vector<S> v;
         v.push_back({"locations", "GET", "/v2/locations", "locations", S::Once, false, false,
-                     {{"", "locations", {}}}, "", false,
+                     {{"", "locations", {}}}, "", false, {},
                      [](const auto&, const auto&) { return std::string(); }});
         v.push_back({"catalog", "POST", "/v2/catalog/search", "objects", S::Once, true, true,
                      {{"CATEGORY", "catalog_categories", {}},
                       {"ITEM", "catalog_items", {}},
                       {"ITEM_VARIATION", "catalog_variations", {"catalog_vendor_info"}}},
-                     "updated_at", true,
+                     "updated_at", true, {},
                      [](const std::optional<std::string>& begin, const auto&) {
                          json b = {{"object_types", {"ITEM", "ITEM_VARIATION", "CATEGORY"}},
                                    {"include_deleted_objects", true},
@@ -70,20 +77,21 @@ const std::vector<StreamFetch::Spec>& specs() {
                          return b.dump();
                      }});
         v.push_back({"inventory", "POST", "/v2/inventory/counts/batch-retrieve", "counts", S::PerLocation, true, true,
-                     {{"", "catalog_inventory", {}}}, "calculated_at", false,
+                     {{"", "catalog_inventory", {}}}, "calculated_at", false, {},
                      [](const std::optional<std::string>& begin, const std::vector<std::string>& locations) {
                          json b = {{"location_ids", locations}, {"limit", 1000}};
                          if (begin) b["updated_after"] = *begin;
                          return b.dump();
                      }});
         v.push_back({"vendors", "POST", "/v2/vendors/search", "vendors", S::Once, true, true,
-                     {{"", "vendors", {}}}, "", false,
+                     {{"", "vendors", {}}}, "", false, {},
                      [](const auto&, const auto&) {
                          return json{{"filter", {{"status", {"ACTIVE", "INACTIVE"}}}}}.dump();
                      }});
         v.push_back({"orders", "POST", "/v2/orders/search", "orders", S::PerLocation, true, true,
                      {{"", "orders", {"order_line_items", "order_fulfillments", "order_refunds", "order_returns", "tenders"}}},
                      "updated_at", false,
+                     {"/v2/orders/batch-retrieve", "order_ids", "order_entries", "order_id", 100},
                      [](const std::optional<std::string>& begin, const std::vector<std::string>& locations) {
                          json b = {{"location_ids", locations},
                                    {"limit", 1000},
@@ -93,7 +101,7 @@ const std::vector<StreamFetch::Spec>& specs() {
                          return b.dump();
                      }});
         v.push_back({"payments", "GET", "/v2/payments", "payments", S::PerLocation, false, true,
-                     {{"", "payments", {}}}, "updated_at", false,
+                     {{"", "payments", {}}}, "updated_at", false, {},
                      [](const std::optional<std::string>& begin, const std::vector<std::string>& locations) {
                          std::string s = q("location_id", locations.at(0)) + "&" + q("begin_time", kEarliest) +
                                          "&sort_field=UPDATED_AT&sort_order=ASC&limit=100";
@@ -101,14 +109,14 @@ const std::vector<StreamFetch::Spec>& specs() {
                          return s;
                      }});
         v.push_back({"refunds", "GET", "/v2/refunds", "refunds", S::Once, false, true,
-                     {{"", "payment_refunds", {}}}, "updated_at", false,
+                     {{"", "payment_refunds", {}}}, "updated_at", false, {},
                      [](const std::optional<std::string>& begin, const auto&) {
                          std::string s = q("begin_time", kEarliest) + "&sort_field=UPDATED_AT&sort_order=ASC&limit=100";
                          if (begin) s += "&" + q("updated_at_begin_time", *begin);
                          return s;
                      }});
         v.push_back({"transactions", "GET", "/v2/locations/{location_id}/transactions", "transactions",
-                     S::PerLocation, false, true, {{"", "transactions", {}}}, "created_at", false,
+                     S::PerLocation, false, true, {{"", "transactions", {}}}, "created_at", false, {},
                      [](const std::optional<std::string>& begin, const auto&) {
                          return q("begin_time", begin.value_or(kEarliest)) + "&sort_order=ASC";
                      }});
@@ -136,6 +144,8 @@ const std::vector<std::string>& stream_names() {
 
 bool stream_reads_whole(const std::string& stream) { return spec(stream).watermark_field.empty(); }
 
+bool stream_lists_entries(const std::string& stream) { return spec(stream).batch.max > 0; }
+
 std::vector<std::string> stream_tables(const std::string& stream) {
     std::vector<std::string> t;
     for (const auto& r : spec(stream).routes) {
@@ -151,6 +161,12 @@ struct StreamFetch::Walk : PageWalk {
     std::vector<std::string> locations;
     std::set<std::string> seen_cursors;
     int page = 0;
+    // Entries mode (Spec::batch, an incremental read): the listing's pages name objects; those the
+    // sink does not hold are fetched by id, in batches, before the listing's next page.
+    bool entries_mode = false;
+    std::vector<std::string> to_fetch;       // listed, not held, not yet requested
+    std::optional<std::string> next_cursor;  // the listing's cursor, once to_fetch is empty
+    bool batch_pending = false;              // the request in flight is a batch by id
     struct Mappers {
         std::string type;
         TableMapper object;
@@ -172,23 +188,26 @@ struct StreamFetch::Walk : PageWalk {
         return l + " page " + std::to_string(page + 1);
     }
 
-    HttpRequest request(const std::optional<std::string>& cursor) const {
+    // The watermark less the overlap; nullopt on a full read (or an unusable watermark).
+    std::optional<std::string> begin() const {
+        if (!owner.options_.full && owner.options_.watermark)
+            if (auto wm = parse_rfc3339(*owner.options_.watermark)) return format_rfc3339(*wm - owner.options_.overlap_us);
+        return std::nullopt;
+    }
+
+    HttpRequest request(const std::optional<std::string>& cursor) {
         const Spec& s = *owner.spec_;
         HttpRequest r;
         r.method = s.method;
         r.target = s.path;
         const auto lp = r.target.find("{location_id}");
         if (lp != std::string::npos) r.target.replace(lp, 13, url_encode(locations.at(0)));
-        std::optional<std::string> begin;
-        if (!owner.options_.full && owner.options_.watermark) {
-            if (auto wm = parse_rfc3339(*owner.options_.watermark))
-                begin = format_rfc3339(*wm - owner.options_.overlap_us);
-        }
-        const std::string built = s.build(begin, locations);
+        const std::string built = s.build(begin(), locations);
         if (s.method == "POST") {
-            if (cursor) {
+            if (cursor || entries_mode) {
                 json b = json::parse(built);
-                b["cursor"] = *cursor;
+                if (cursor) b["cursor"] = *cursor;
+                if (entries_mode) b["return_entries"] = true;
                 r.body = b.dump();
             } else {
                 r.body = built;
@@ -202,9 +221,38 @@ struct StreamFetch::Walk : PageWalk {
         return r;
     }
 
+    // The next batch of listed objects to fetch whole, by id.
+    HttpRequest batch_request() {
+        const Spec::Batch& b = owner.spec_->batch;
+        const std::size_t n = std::min(to_fetch.size(), b.max);
+        json body = {{b.ids_key, std::vector<std::string>(to_fetch.begin(), to_fetch.begin() + n)}};
+        if (owner.spec_->scope == Spec::PerLocation) body["location_id"] = locations.at(0);
+        to_fetch.erase(to_fetch.begin(), to_fetch.begin() + n);
+        HttpRequest r;
+        r.method = "POST";
+        r.target = b.path;
+        r.body = body.dump();
+        r.label = label() + ", " + std::to_string(n) + " changed by id";
+        batch_pending = true;
+        return r;
+    }
+
+    // In entries mode: the pending batches, then the listing's next page, then the end.
+    std::optional<HttpRequest> next_request() {
+        if (!to_fetch.empty()) return batch_request();
+        if (!next_cursor) return std::nullopt;
+        const std::string c = *next_cursor;
+        next_cursor.reset();
+        return request(c);
+    }
+
     HttpRequest first() override {
         page = 0;
         seen_cursors.clear();
+        entries_mode = owner.options_.entries_first && owner.spec_->batch.max > 0 && begin().has_value();
+        to_fetch.clear();
+        next_cursor.reset();
+        batch_pending = false;
         return request(std::nullopt);
     }
 
@@ -215,6 +263,9 @@ struct StreamFetch::Walk : PageWalk {
         std::optional<std::string> cursor;
         LatestTime watermark;
         std::string error, error_code;
+        bool entries = false;                          // a page of entries (id and version)
+        std::vector<std::string> entry_ids;
+        std::vector<std::optional<std::int64_t>> entry_versions;
     };
     std::optional<Prepared> prepared;
 
@@ -238,6 +289,12 @@ struct StreamFetch::Walk : PageWalk {
         if (body.at_key("errors").get(errors) == simdjson::SUCCESS && errors.size() > 0) {
             p.error = "Square answered " + label() + " with an error: " +
                       square_error_summary(simdjson::minify(body), &p.error_code);
+            prepared = std::move(p);
+            return;
+        }
+
+        if (entries_mode && !batch_pending) {
+            prepare_entries(body, p);
             prepared = std::move(p);
             return;
         }
@@ -295,8 +352,42 @@ struct StreamFetch::Walk : PageWalk {
         prepared = std::move(p);
     }
 
-    // Stages the prepared page (on the caller's thread) and returns the next page's request.
-    std::optional<HttpRequest> on_page(HttpResponse&&) override {
+    // A page of entries: each listed object's id and version (an object without a version is
+    // always fetched), and the listing's cursor.
+    void prepare_entries(simdjson::dom::object body, Prepared& p) const {
+        const Spec::Batch& b = owner.spec_->batch;
+        try {
+            JsonElement list;
+            if (body.at_key(b.entries_key).get(list) == simdjson::SUCCESS && !list.is_null()) {
+                simdjson::dom::array entries;
+                if (list.get(entries) != simdjson::SUCCESS) throw MappingError("\"" + b.entries_key + "\" is not an array");
+                for (JsonElement el : entries) {
+                    std::string_view id;
+                    if (el.at_key(b.entry_id_key).get(id) != simdjson::SUCCESS)
+                        throw MappingError("an element of \"" + b.entries_key + "\" has no " + b.entry_id_key);
+                    std::int64_t version = 0;
+                    p.entry_ids.emplace_back(id);
+                    p.entry_versions.push_back(el.at_key("version").get(version) == simdjson::SUCCESS
+                                                   ? std::optional<std::int64_t>(version) : std::nullopt);
+                }
+            }
+        } catch (const MappingError& e) {
+            throw RetryableResponseError("Square sent " + label() + " in an unexpected shape: " + e.what());
+        }
+        std::string_view c;
+        if (body.at_key("cursor").get(c) == simdjson::SUCCESS && !c.empty()) p.cursor = std::string(c);
+        p.entries = true;
+    }
+
+    // Stages the prepared page (on the caller's thread) and returns the next page's request; a
+    // walk without one has ended.
+    std::optional<HttpRequest> on_page(HttpResponse&& response) override {
+        auto next = stage_page(std::move(response));
+        if (!next) owner.walk_ended();
+        return next;
+    }
+
+    std::optional<HttpRequest> stage_page(HttpResponse&&) {
         Prepared p = std::move(prepared.value());
         prepared.reset();
         if (owner.failed()) return std::nullopt;
@@ -309,15 +400,24 @@ struct StreamFetch::Walk : PageWalk {
         ++owner.pages_;
         owner.sink_.progress(owner.name_ + " page " + std::to_string(owner.pages_));
         try {
-            owner.rows_ += owner.sink_.stage(owner.name_, p.batches);
+            if (p.entries) {
+                for (auto& id : owner.sink_.not_held(owner.name_, p.entry_ids, p.entry_versions))
+                    to_fetch.push_back(std::move(id));
+            } else {
+                owner.rows_ += owner.sink_.stage(owner.name_, p.batches);
+            }
         } catch (const RunAbort&) {
             throw;
         } catch (const std::exception& e) {
             owner.fail("could not stage " + label() + ": " + e.what(), "STAGING_FAILED");
             return std::nullopt;
         }
+        if (batch_pending) {
+            batch_pending = false;
+            return next_request();
+        }
 
-        if (!p.cursor) return std::nullopt;
+        if (!p.cursor) return entries_mode ? next_request() : std::nullopt;
         if (!seen_cursors.insert(*p.cursor).second) {
             owner.fail("Square returned the same page cursor twice for " + label() +
                            "; stopped instead of looping (the stream was not applied; the next run retries it)",
@@ -325,6 +425,10 @@ struct StreamFetch::Walk : PageWalk {
             return std::nullopt;
         }
         ++page;
+        if (entries_mode) {
+            next_cursor = *p.cursor;
+            return next_request();
+        }
         return request(*p.cursor);
     }
 
@@ -345,6 +449,7 @@ struct StreamFetch::Walk : PageWalk {
             }
         }
         owner.fail(std::string(error.what()), code);
+        owner.walk_ended();
     }
 };
 
@@ -355,6 +460,7 @@ StreamFetch::~StreamFetch() = default;
 
 std::vector<PageWalk*> StreamFetch::walks() {
     walks_.clear();
+    walks_ended_ = 0;
     const auto& locs = options_.location_ids;
     switch (spec_->scope) {
         case Spec::Once: walks_.push_back(std::make_unique<Walk>(*this, locs)); break;
@@ -365,6 +471,10 @@ std::vector<PageWalk*> StreamFetch::walks() {
     std::vector<PageWalk*> out;
     for (auto& w : walks_) out.push_back(w.get());
     return out;
+}
+
+void StreamFetch::walk_ended() {
+    if (++walks_ended_ == walks_.size()) sink_.fetched(name_);
 }
 
 std::vector<PageWalk*> StreamFetch::take_restarts() {

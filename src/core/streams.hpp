@@ -21,6 +21,9 @@ struct StreamOptions {
     std::optional<std::string> watermark;   // the committed watermark (RFC 3339)
     std::vector<std::string> location_ids;  // every location of the merchant
     std::int64_t overlap_us = 0;            // re-read this much before the watermark
+    // A read from a watermark lists entries first where the stream can (orders: id and version),
+    // then fetches by id only the objects the sink does not hold at that version (RowSink::not_held).
+    bool entries_first = false;
     // Set: each page's rows are formatted as COPY text for this merchant's staging tables while
     // they are prepared (RowBatch::copy_text), and their columns freed.
     std::optional<std::string> stage_merchant;
@@ -39,6 +42,18 @@ public:
     virtual ~RowSink() = default;
     virtual std::int64_t stage(const std::string& stream, std::vector<RowBatch>& batches) = 0;
     virtual void progress(const std::string& label) = 0;
+    // Of the objects a listing names (ids, and the versions Square lists them at), the ids of those
+    // the sink does not hold at that version: the ones worth fetching whole (an object listed
+    // without a version always is). By default, every one. May throw, as stage() may.
+    virtual std::vector<std::string> not_held(const std::string& stream, const std::vector<std::string>& ids,
+                                              const std::vector<std::optional<std::int64_t>>& versions) {
+        (void)stream;
+        (void)versions;
+        return ids;
+    }
+    // Called once every walk of the stream has ended (fetched, or failed), on the thread that
+    // runs the walks: its rows are all staged, or it failed (StreamFetch::failed()).
+    virtual void fetched(const std::string& stream) { (void)stream; }
 };
 
 // Stream names in the order their data is applied (locations first: the others need their ids).
@@ -48,6 +63,9 @@ std::vector<std::string> stream_tables(const std::string& stream);
 // A stream without a watermark (locations, vendors) is read whole by every run, and its apply
 // takes what is missing from the read as deleted: none of its objects may be skipped.
 bool stream_reads_whole(const std::string& stream);
+// A stream whose reads from a watermark can list entries first (StreamOptions::entries_first): the
+// objects it then stages are only those the sink said it does not hold.
+bool stream_lists_entries(const std::string& stream);
 
 // The latest of some RFC 3339 times, kept as Square wrote it (instants are compared, not text;
 // times that do not parse are ignored).
@@ -81,6 +99,8 @@ public:
     std::optional<std::string> next_watermark() const;
     int pages() const { return pages_; }
     std::int64_t rows() const { return rows_; }  // rows staged (what the sink took)
+    // Every walk has ended: the stream is fetched (or failed), and the sink was told.
+    bool done() const { return !walks_.empty() && walks_ended_ == walks_.size(); }
 
     struct Walk;
     struct Spec;
@@ -98,6 +118,8 @@ private:
     LatestTime max_seen_;
     int pages_ = 0;
     std::int64_t rows_ = 0;
+    std::size_t walks_ended_ = 0;
+    void walk_ended();
 };
 
 // Square's error envelope {"errors":[{"category","code","detail","field"}]}: "CODE: detail", or "".

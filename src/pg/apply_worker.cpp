@@ -1,9 +1,10 @@
-// apply_worker.cpp: the apply worker, a dynamic background worker that applies the sales side of a
-// run (orders, payments, refunds, transactions; each stream in its own transaction, apply_stream)
-// while the sync worker applies the catalog side and rebuilds the item library export on the
-// machine's other core. Started and awaited by the sync worker (ApplyWorker): it is told the run,
-// the streams and the database and role in bgw_extra, reads what their fetch reached from
-// sync_run_streams (record_fetched) and leaves each stream's outcome there.
+// apply_worker.cpp: the apply worker, a dynamic background worker that applies the catalog side of
+// a run (catalog, inventory, vendors; each stream in its own transaction, apply_stream) and then
+// rebuilds the item library export, as soon as that side is fetched: meanwhile the sync worker goes
+// on fetching, staging and then applying the sales side on the machine's other core. Started and
+// awaited by the sync worker (ApplyWorker): it is told the run, the streams and the database and
+// role in bgw_extra, reads what their fetch reached from sync_run_streams (record_fetched) and
+// leaves each stream's outcome there (and the export's in sync_runs.derived_at).
 extern "C" {
 #include "postgres.h"
 
@@ -30,6 +31,7 @@ struct ApplyArgs {
     unsigned int database;  // Oid
     unsigned int role;      // Oid: the sync worker's
     char full;
+    char derived;           // then rebuild the derived tables (the item library export)
     char streams[100];      // comma separated, in apply order
 };
 static_assert(sizeof(ApplyArgs) <= BGW_EXTRALEN, "ApplyArgs must fit in bgw_extra");
@@ -54,14 +56,15 @@ std::vector<std::string> split(const std::string& list) {
 }  // namespace
 
 bool applied_apart(const std::string& stream) {
-    return stream == "orders" || stream == "payments" || stream == "refunds" || stream == "transactions";
+    return stream == "catalog" || stream == "inventory" || stream == "vendors";
 }
 
 bool record_fetched(const std::vector<StreamApply>& streams) {
     bool supported = false;
     in_transaction([&] {
-        supported = !spi_exec("SELECT FROM pg_catalog.pg_attribute WHERE attrelid = 'squaresync.sync_run_streams'::regclass"
-                              " AND attname = 'fetched_watermark' AND NOT attisdropped", {}, true).rows.empty();
+        supported = spi_exec("SELECT FROM pg_catalog.pg_attribute WHERE NOT attisdropped AND"
+                             " ((attrelid = 'squaresync.sync_run_streams'::regclass AND attname = 'fetched_watermark') OR"
+                             " (attrelid = 'squaresync.sync_runs'::regclass AND attname = 'derived_at'))", {}, true).rows.size() == 2;
         if (!supported) return;
         for (const auto& a : streams)
             spi_exec("UPDATE squaresync.sync_run_streams SET pages = $3::int, rows_staged = $4::bigint,"
@@ -72,11 +75,12 @@ bool record_fetched(const std::vector<StreamApply>& streams) {
 }
 
 std::optional<ApplyWorker> ApplyWorker::start(std::int64_t run_id, const std::vector<std::string>& streams, bool full,
-                                              unsigned int database, unsigned int role) {
+                                              bool derived, unsigned int database, unsigned int role) {
     ApplyArgs args{};
     args.database = database;
     args.role = role;
     args.full = full ? 1 : 0;
+    args.derived = derived ? 1 : 0;
     std::string list;
     for (const auto& s : streams) list += (list.empty() ? "" : ",") + s;
     if (streams.empty() || list.size() >= sizeof args.streams) return std::nullopt;
@@ -150,6 +154,14 @@ void squaresync_apply_main(Datum main_arg) {
             }
         });
         for (const auto& a : streams)
-            if (apply_stream(a).code == "ABANDONED") break;
+            if (apply_stream(a).code == "ABANDONED") return;
+        // A failure leaves derived_at unset: the sync worker then tries again and reports it.
+        if (args.derived && !streams.empty()) {
+            const std::string error = rebuild_derived(run_id, streams.front().merchant);
+            if (!error.empty()) {
+                const std::string line = std::string("squaresync: ") + what + ": " + error;
+                pg_call([&] { ereport(LOG, (errmsg("%s", line.c_str()))); });
+            }
+        }
     });
 }

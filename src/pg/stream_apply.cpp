@@ -1,5 +1,6 @@
 // stream_apply.cpp: applying one fetched stream in one transaction (its tables, what derives from
-// them, its watermark, the run's counters, its staging emptied), and recording a stream that failed.
+// them, its watermark, the run's counters, its staging emptied), recording a stream that failed,
+// and rebuilding what derives from several streams once per run.
 extern "C" {
 #include "postgres.h"
 
@@ -82,6 +83,28 @@ ApplyOutcome apply_stream(const StreamApply& a) {
         record_stream_failure(a, o);
         return o;
     }
+}
+
+std::string rebuild_derived(std::int64_t run_id, const std::string& merchant) {
+    report_activity("squaresync: rebuilding derived tables");
+    try {
+        in_transaction([&] {
+            spi_exec("SELECT set_config('lock_timeout', $1, true)", {str(Settings::lock_timeout_ms)});
+            spi_exec("SELECT squaresync._after_run($1::bigint, $2)", {str(run_id), merchant});
+        });
+        return "";
+    } catch (const PgError& e) {
+        return "the item library export was not rebuilt: " + e.message;
+    }
+}
+
+bool derived_done(std::int64_t run_id) {
+    bool done = false;
+    in_transaction([&] {
+        done = !spi_exec("SELECT FROM squaresync.sync_runs WHERE id = $1::bigint AND derived_at IS NOT NULL",
+                         {str(run_id)}, true).rows.empty();
+    });
+    return done;
 }
 
 void record_stream_failure(const StreamApply& a, const ApplyOutcome& why) {

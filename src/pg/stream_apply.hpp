@@ -41,17 +41,26 @@ ApplyOutcome apply_stream(const StreamApply& a);
 // Records a stream that failed before it could be applied, and empties its staging tables.
 void record_stream_failure(const StreamApply& a, const ApplyOutcome& why);
 
-// The streams an apply worker applies while the sync worker applies the others: the sales side
-// (orders, payments, refunds, transactions). Their tables reference no other stream's tables, and
-// neither the availability nor the item library export is computed from them, so the two sides
-// never wait for each other's rows.
+// The streams an apply worker applies while the sync worker fetches and applies the others: the
+// catalog side (catalog, inventory, vendors). They are fetched long before the orders, so the apply
+// worker applies them, and rebuilds the item library export from them, while the sync worker is
+// still fetching and staging the sales side (orders, payments, refunds, transactions), which it
+// then applies itself. The two sides' tables reference no table of the other, so they never wait
+// for each other's rows.
 bool applied_apart(const std::string& stream);
+
+// Brings what derives from several streams (the item library export) up to date for a run, in one
+// transaction (squaresync._after_run, which marks sync_runs.derived_at). Returns "" or what failed.
+std::string rebuild_derived(std::int64_t run_id, const std::string& merchant);
+
+// Whether a run's derived tables were brought up to date (its derived_at is set).
+bool derived_done(std::int64_t run_id);
 
 // Records what the fetch of each stream reached (pages, rows staged, the watermark to commit with
 // its rows) in sync_run_streams, where an apply worker reads it. One transaction. Returns false,
 // recording nothing, when the installed tables cannot hand streams to an apply worker (an
-// installation not yet updated with ALTER EXTENSION UPDATE lacks sync_run_streams.fetched_watermark:
-// its runs apply everything in the sync worker).
+// installation not yet updated with ALTER EXTENSION UPDATE lacks sync_run_streams.fetched_watermark
+// and sync_runs.derived_at: its runs apply everything in the sync worker).
 bool record_fetched(const std::vector<StreamApply>& streams);
 
 // An apply worker: applies fetched streams of a run, one after another, each in its own
@@ -59,10 +68,11 @@ bool record_fetched(const std::vector<StreamApply>& streams);
 class ApplyWorker {
 public:
     // Starts the worker for these streams (recorded with record_fetched), as the sync worker's
-    // database and role. Returns nullopt when it cannot start (no free background worker slot):
-    // the caller applies the streams itself.
+    // database and role; with derived, it then rebuilds the derived tables (rebuild_derived).
+    // Returns nullopt when it cannot start (no free background worker slot): the caller applies
+    // the streams itself.
     static std::optional<ApplyWorker> start(std::int64_t run_id, const std::vector<std::string>& streams, bool full,
-                                            unsigned int database, unsigned int role);
+                                            bool derived, unsigned int database, unsigned int role);
     // Waits until the worker has exited; then, per stream, its outcome, or nullopt when the worker
     // left it unapplied and unrecorded (it stopped first): the caller then applies it itself.
     std::map<std::string, std::optional<ApplyOutcome>> wait();

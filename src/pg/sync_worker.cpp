@@ -1,8 +1,9 @@
 // sync_worker.cpp: the sync worker (a dynamic background worker), one per run. It records the run,
 // fetches every stream from Square with no transaction open while waiting (pages are staged in
-// short transactions), then applies each fetched stream in one transaction with its watermark
-// (the sales side in an apply worker meanwhile, apply_worker.cpp), and finishes the run with its
-// counts, a NOTIFY and one LOG line.
+// short transactions), and applies each fetched stream in one transaction with its watermark: the
+// catalog side by an apply worker (apply_worker.cpp) as soon as it is fetched, while this worker
+// fetches the sales side and then applies it. It finishes the run with its counts, a NOTIFY and one
+// LOG line.
 extern "C" {
 #include "postgres.h"
 
@@ -14,6 +15,7 @@ extern "C" {
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <unordered_map>
@@ -40,8 +42,13 @@ std::string str(std::int64_t v) { return std::to_string(v); }
 class StagingSink : public RowSink {
 public:
     StagingSink(std::string merchant, bool incremental) : merchant_(std::move(merchant)), incremental_(incremental) {}
+    std::function<void(const std::string&)> on_fetched;  // a stream's every walk has ended
+    void fetched(const std::string& stream) override {
+        if (on_fetched) on_fetched(stream);
+    }
     std::int64_t stage(const std::string& stream, std::vector<RowBatch>& batches) override {
-        if (incremental_ && !stream_reads_whole(stream)) {
+        // (Streams listed by entries first stage only what not_held() chose: nothing to drop.)
+        if (incremental_ && !stream_reads_whole(stream) && !stream_lists_entries(stream)) {
             // The fetch must never wait for a lock on a data table (a seller's LOCK TABLE, an ALTER):
             // when the versions cannot be read at once, the page is staged whole, which is always
             // correct (the apply then compares it, or fails with squaresync.lock_timeout).
@@ -68,6 +75,31 @@ public:
         return staged;
     }
     void progress(const std::string& label) override { report_activity("squaresync: " + label); }
+
+    // The listed objects not stored at the version Square lists (all of them when the versions
+    // cannot be read at once: a lock on the table, see stage()).
+    std::vector<std::string> not_held(const std::string& stream, const std::vector<std::string>& ids,
+                                      const std::vector<std::optional<std::int64_t>>& versions) override {
+        std::unordered_map<std::string, std::string> stored;
+        try {
+            in_transaction([&] {
+                spi_exec("SELECT set_config('lock_timeout', '1ms', true)");
+                auto r = spi_exec("SELECT id, version::text FROM square." + stream_tables(stream).at(0) +
+                                      " WHERE merchant_id = $1 AND id = ANY ($2::text[])",
+                                  {merchant_, pg_text_array(ids)}, true);
+                for (const auto& row : r.rows)
+                    if (row[0] && row[1]) stored.emplace(*row[0], *row[1]);
+            });
+        } catch (const PgError& e) {
+            if (e.sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE && e.sqlerrcode != ERRCODE_UNDEFINED_TABLE) throw;
+        }
+        std::vector<std::string> out;
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+            const auto it = stored.find(ids[i]);
+            if (!versions[i] || it == stored.end() || it->second != std::to_string(*versions[i])) out.push_back(ids[i]);
+        }
+        return out;
+    }
 
 private:
     void skip_stored(std::vector<RowBatch>& page) {
@@ -173,6 +205,7 @@ private:
                                                  : Settings::overlap_s;
         o.overlap_us = static_cast<std::int64_t>(s) * 1000000;
         o.stage_merchant = merchant_;
+        o.entries_first = !full();
         return o;
     }
 
@@ -199,55 +232,39 @@ private:
             }
         }
 
-        // The longest page chains first (orders, inventory), so they start at once and the short
-        // ones fill the gaps; the streams' own order otherwise.
+        // The catalog side's walks first (their pages are few in an incremental run), so that it
+        // is fetched early and its apply worker starts while the sales side is still being
+        // fetched; the orders last, so that the small streams of the sales side are fetched, and
+        // applied here, while the orders' pages are still coming in; the streams' own order
+        // otherwise.
         std::vector<std::string> order;
         for (const auto& s : stream_names())
             if (s != "locations") order.push_back(s);
-        std::stable_partition(order.begin(), order.end(), [](const std::string& s) { return s == "orders" || s == "inventory"; });
-        std::vector<std::unique_ptr<StreamFetch>> fetches;
-        std::vector<StreamFetch*> all;
+        std::stable_partition(order.begin(), order.end(), [](const std::string& s) { return s != "orders"; });
+        std::stable_partition(order.begin(), order.end(), [](const std::string& s) { return applied_apart(s); });
         for (const auto& s : order) {
-            fetches.push_back(std::make_unique<StreamFetch>(s, options(s), sink));
-            all.push_back(fetches.back().get());
+            fetches_.push_back(std::make_unique<StreamFetch>(s, options(s), sink));
+            all_.push_back(fetches_.back().get());
         }
-        run_walks(client, all);
+        // Each stream applies as soon as it is fetched (between the pages of the others): the
+        // catalog side in an apply worker, the rest here.
+        sink.on_fetched = [this](const std::string& name) {
+            hand_over_catalog_side(false);
+            if (!(Settings::parallel_apply && applied_apart(name))) apply_once(name);
+        };
+        run_walks(client, all_);
+        sink.on_fetched = nullptr;
+        hand_over_catalog_side(true);  // not yet tried: the catalog side ended last, or a stream gave up
 
-        // The sales side (orders, payments, refunds, transactions: applied_apart) goes to an apply
-        // worker, which applies it on one core while this worker applies the catalog side and
-        // rebuilds the export on the other. Without a free worker slot, this worker applies all.
-        std::vector<StreamFetch*> apart;
-        std::vector<StreamApply> fetched;
-        for (auto* f : all)
-            if (Settings::parallel_apply && applied_apart(f->name()) && !f->failed()) {
-                apart.push_back(f);
-                fetched.push_back(stream_apply(*f));
-            }
-        std::optional<ApplyWorker> worker;
-        if (!apart.empty() && record_fetched(fetched)) {
-            std::vector<std::string> names;
-            for (const auto& a : fetched) names.push_back(a.stream);
-            worker = ApplyWorker::start(id_, names, full(), args_.database, args_.role);
-        }
-        if (!worker) apart.clear();
-        for (auto* f : all)
-            if (std::find(apart.begin(), apart.end(), f) == apart.end()) apply(*f);
+        // What is left: streams whose walks gave up, the catalog side when no apply worker took it.
+        for (auto* f : all_)
+            if (std::find(apart_.begin(), apart_.end(), f) == apart_.end()) apply_once(f->name());
 
-        // What derives from several streams (the item library export), once per run.
-        report_activity("squaresync: rebuilding derived tables");
-        try {
-            in_transaction([&] {
-                spi_exec("SELECT set_config('lock_timeout', $1, true)", {str(Settings::lock_timeout_ms)});
-                spi_exec("SELECT squaresync._after_run($1::bigint, $2)", {str(id_), merchant_});
-            });
-        } catch (const PgError& e) {
-            derived_error_ = "the item library export was not rebuilt: " + e.message;
-        }
-
-        if (worker) {
+        if (worker_) {
             report_activity("squaresync: waiting for the apply worker");
-            const auto outcomes = worker->wait();
-            for (auto* f : apart) {
+            const auto outcomes = worker_->wait();
+            worker_.reset();
+            for (auto* f : apart_) {
                 const auto& o = outcomes.at(f->name());
                 if (o)
                     streams_[f->name()] = {o->failed, o->error};
@@ -255,6 +272,47 @@ private:
                     apply(*f);  // the apply worker stopped before it applied or recorded this stream
             }
         }
+
+        // What derives from several streams (the item library export), once per run: here, unless
+        // the apply worker did it.
+        if (!handed_over_ || !derived_done(id_)) derived_error_ = rebuild_derived(id_, merchant_);
+    }
+
+    // Once every stream of the catalog side is fetched (or, with every_walk_over, has given up),
+    // hands them to an apply worker (which then rebuilds the export), so that they apply while the
+    // sales side is still being fetched. Tried once; without a free worker slot or with
+    // parallel_apply off, this worker applies them after the fetch.
+    void hand_over_catalog_side(bool every_walk_over) {
+        if (hand_over_tried_) return;
+        std::vector<StreamFetch*> side;
+        for (auto* f : all_) {
+            if (!applied_apart(f->name())) continue;
+            if (!every_walk_over && !f->done()) return;
+            side.push_back(f);
+        }
+        hand_over_tried_ = true;
+        if (!Settings::parallel_apply) return;
+        std::vector<StreamFetch*> apart;
+        std::vector<StreamApply> fetched;
+        std::vector<std::string> names;
+        for (auto* f : side)
+            if (!f->failed()) {
+                apart.push_back(f);
+                fetched.push_back(stream_apply(*f));
+                names.push_back(f->name());
+            }
+        if (apart.empty() || !record_fetched(fetched)) return;
+        worker_ = ApplyWorker::start(id_, names, full(), true, args_.database, args_.role);
+        if (!worker_) return;
+        apart_ = apart;
+        handed_over_ = true;
+    }
+
+    // Applies a stream here unless that was done already.
+    void apply_once(const std::string& name) {
+        if (streams_.count(name)) return;
+        for (auto* f : all_)
+            if (f->name() == name) apply(*f);
     }
 
     // Runs the streams' walks together; walks whose cursor expired restart from the watermark.
@@ -351,6 +409,11 @@ private:
     std::vector<std::string> locations_;
     std::map<std::string, std::pair<bool, std::string>> streams_;
     HttpStats stats_;
+    // The fetches of every stream but locations, in walk order; those handed to the apply worker.
+    std::vector<std::unique_ptr<StreamFetch>> fetches_;
+    std::vector<StreamFetch*> all_, apart_;
+    std::optional<ApplyWorker> worker_;
+    bool hand_over_tried_ = false, handed_over_ = false;
 };
 
 }  // namespace

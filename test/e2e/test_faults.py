@@ -264,14 +264,14 @@ def test_sigkill_of_the_worker_then_the_next_run_converges(db, fake, cluster, ph
 def test_sigterm_of_the_sync_worker_stops_its_apply_worker_and_the_next_run_converges(db, fake, cluster):
     log_start = len(cluster.log_text())
     db.execute("SELECT squaresync.foundation()")
-    fake.mutate({"orders": {"update": 5}, "payments": {"update": 2}})
+    fake.mutate({"catalog_items": {"update": 3}, "inventory_counts": {"update": 4}, "orders": {"update": 5}})
     holder = cluster.connect(autocommit=False)
-    holder.execute("LOCK TABLE square.order_line_items IN ACCESS EXCLUSIVE MODE")
+    holder.execute("LOCK TABLE square.catalog_items IN ACCESS EXCLUSIVE MODE")
     try:
         run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
         applier = wait_for(lambda: (db.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'squaresync apply'"
                                                " AND wait_event_type = 'Lock'").fetchone() or [None])[0],
-                           60, "the apply worker to wait inside the orders apply")
+                           60, "the apply worker to wait inside the catalog apply")
         db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'squaresync sync'")
         # The sync worker asks its apply worker to stop as it exits; the lock is still held, so
         # nothing else would end the apply worker's wait.
@@ -280,14 +280,18 @@ def test_sigterm_of_the_sync_worker_stops_its_apply_worker_and_the_next_run_conv
     finally:
         holder.rollback()
         holder.close()
-    # Nothing of the sales side was applied; the next run marks the run failed and converges.
+    # Nothing of the catalog side was applied, nor the export rebuilt; the next run marks the run
+    # failed and converges.
     streams = dict(db.execute("SELECT stream, status FROM squaresync.sync_run_streams WHERE run_id = %s",
                               (run,)).fetchall())
-    assert streams["orders"] == streams["payments"] == "running", streams
+    assert streams["catalog"] == streams["inventory"] == streams["vendors"] == "running", streams
+    assert db.execute("SELECT derived_at FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0] is None
     nxt = db.execute("SELECT squaresync.incremental()").fetchone()[0]
     assert nxt != run
     assert db.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0] == "failed"
     assert_matches_fake(db, fake)
+    assert db.execute("SELECT count(*) FROM square.square_item_library_export").fetchone()[0] == db.execute(
+        "SELECT count(*) FROM squaresync._item_library_rows((SELECT merchant_id FROM squaresync.connection))").fetchone()[0]
     assert "terminated by signal" not in cluster.log_text()[log_start:]
 
 
@@ -387,8 +391,8 @@ def test_no_free_worker_slot_is_a_clear_error(cluster, fake):
         with pytest.raises(Exception, match="max_worker_processes"):
             o.execute("SELECT squaresync.incremental()")
         fake.clear_faults()
-        # The sync worker holds the last slot, so no apply worker can start for its orders: it
-        # applies them itself, and the run succeeds all the same (joined here: one run at a time).
+        # The sync worker holds the last slot, so no apply worker can start for the catalog side: it
+        # applies it itself, and the run succeeds all the same (joined here: one run at a time).
         assert con.execute("SELECT squaresync.foundation()").fetchone()[0] == first
         assert con.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (first,)).fetchone()[0] == "succeeded"
         assert_matches_fake(con, fake)

@@ -1,7 +1,7 @@
 """test_sync.py: the sync engine end to end (issue 4): foundation equals the fake's truth, an
 incremental after a seller's day makes the tables equal again and reports exactly what changed,
 an incremental with nothing changed writes nothing, orders read again unchanged are not staged,
-the orders applied by an apply worker meanwhile, more than 10 locations, late offline orders."""
+the catalog side applied by an apply worker meanwhile, more than 10 locations, late offline orders."""
 import json
 
 import pytest
@@ -159,36 +159,41 @@ def test_late_offline_orders_inside_the_overlap_are_caught(db, fake):
     assert_matches_fake(db, fake)
 
 
-def test_the_sales_side_applies_in_an_apply_worker_while_the_catalog_side_applies(db, fake, cluster):
+def _export(c):
+    return sorted(map(str, c.execute("SELECT * FROM square.square_item_library_export").fetchall()))
+
+
+def _fresh_export(c):
+    return sorted(map(str, c.execute("SELECT * FROM squaresync._item_library_rows("
+                                     "(SELECT merchant_id FROM squaresync.connection))").fetchall()))
+
+
+def test_the_catalog_side_applies_in_an_apply_worker_while_the_sales_side_applies(db, fake, cluster):
     from test_ops import wait_for
     db.execute("SELECT squaresync.foundation()")
     fake.mutate({"orders": {"update": 5}, "catalog_items": {"update": 2}, "inventory_counts": {"update": 4}})
-    export = lambda c: sorted(map(str, c.execute("SELECT * FROM square.square_item_library_export").fetchall()))
-    fresh_export = lambda c: sorted(map(str, c.execute("SELECT * FROM squaresync._item_library_rows("
-                                                       "(SELECT merchant_id FROM squaresync.connection))").fetchall()))
-    export_before = export(db)
+    export_before = _export(db)
     holder = cluster.connect(autocommit=False)
-    holder.execute("LOCK TABLE square.order_line_items IN ACCESS EXCLUSIVE MODE")
+    holder.execute("LOCK TABLE square.catalog_items IN ACCESS EXCLUSIVE MODE")
     try:
         run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
-        # The orders (first of the sales side) wait for the lock inside their apply, in a process
-        # of their own ...
+        # The catalog (first of the catalog side) waits for the lock inside its apply, in a process
+        # of its own ...
         applier = wait_for(lambda: db.execute(
             "SELECT pid, usename FROM pg_stat_activity WHERE backend_type = 'squaresync apply'"
-            " AND wait_event_type = 'Lock' AND query = 'squaresync: applying orders'").fetchone(),
-            60, "the apply worker to wait inside the orders apply")
-        # ... while the sync worker applies the catalog side and rebuilds the export, then waits.
+            " AND wait_event_type = 'Lock' AND query = 'squaresync: applying catalog'").fetchone(),
+            60, "the apply worker to wait inside the catalog apply")
+        # ... while the sync worker fetches and applies the sales side, then waits for it.
         wait_for(lambda: db.execute("SELECT query = 'squaresync: waiting for the apply worker'"
                                     " FROM pg_stat_activity WHERE backend_type = 'squaresync sync'").fetchone()[0],
                  60, "the sync worker to wait for the apply worker")
         status = dict(db.execute("SELECT stream, status FROM squaresync.sync_run_streams WHERE run_id = %s",
                                  (run,)).fetchall())
-        assert {s: status[s] for s in ("orders", "payments", "refunds", "transactions")} == dict.fromkeys(
-            ("orders", "payments", "refunds", "transactions"), "running"), status
-        assert {s: status[s] for s in ("locations", "catalog", "inventory", "vendors")} == dict.fromkeys(
-            ("locations", "catalog", "inventory", "vendors"), "succeeded"), status
-        # The export was rebuilt meanwhile: it changed, and equals a build from the tables as they are.
-        assert export(db) != export_before and export(db) == fresh_export(db)
+        assert {s: status[s] for s in ("catalog", "inventory", "vendors")} == dict.fromkeys(
+            ("catalog", "inventory", "vendors"), "running"), status
+        assert {s: status[s] for s in ("locations", "orders", "payments", "refunds", "transactions")} == dict.fromkeys(
+            ("locations", "orders", "payments", "refunds", "transactions"), "succeeded"), status
+        assert _export(db) == export_before  # rebuilt after the catalog side, not before
         worker = db.execute("SELECT usename FROM pg_stat_activity WHERE backend_type = 'squaresync sync'").fetchone()
         assert applier[0] and applier[1] == worker[0]  # as the same role
     finally:
@@ -196,6 +201,35 @@ def test_the_sales_side_applies_in_an_apply_worker_while_the_catalog_side_applie
         holder.close()
     assert db.execute("SELECT squaresync.incremental()").fetchone()[0] == run  # joins it, waits for it
     assert run_row(db, run)["status"] == "succeeded"
+    # The apply worker rebuilt the export once the catalog side was applied.
+    assert _export(db) != export_before and _export(db) == _fresh_export(db)
+    assert db.execute("SELECT derived_at IS NOT NULL FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0]
+    assert_matches_fake(db, fake)
+
+
+def test_the_catalog_side_and_the_export_are_applied_while_the_orders_are_still_being_fetched(db, fake, cluster):
+    from test_ops import wait_for
+    db.execute("SELECT squaresync.foundation()")
+    fake.mutate({"orders": {"update": 5}, "catalog_items": {"update": 2}, "inventory_counts": {"update": 4}})
+    export_before = _export(db)
+    # One orders page comes 3 s late: the sales side's fetch cannot end before it.
+    fake.fault(fault="delay", path="/v2/orders/search", count=1, delay_ms=3000)
+    run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
+    wait_for(lambda: db.execute(
+        "SELECT r.derived_at IS NOT NULL AND (SELECT bool_and(status = 'succeeded') FROM squaresync.sync_run_streams s"
+        " WHERE s.run_id = r.id AND s.stream IN ('catalog', 'inventory', 'vendors'))"
+        " FROM squaresync.sync_runs r WHERE r.id = %s", (run,)).fetchone()[0],
+        60, "the catalog side to be applied and the export rebuilt")
+    # Meanwhile the orders are not even fetched: the sync worker is still waiting for Square.
+    orders = db.execute("SELECT status, applied_at FROM squaresync.sync_run_streams WHERE run_id = %s"
+                        " AND stream = 'orders'", (run,)).fetchone()
+    assert orders == ("running", None), orders
+    assert _export(db) != export_before and _export(db) == _fresh_export(db)
+    assert db.execute("SELECT squaresync.incremental()").fetchone()[0] == run
+    assert run_row(db, run)["status"] == "succeeded"
+    later = db.execute("SELECT r.derived_at < s.applied_at FROM squaresync.sync_runs r JOIN squaresync.sync_run_streams s"
+                       " ON s.run_id = r.id AND s.stream = 'orders' WHERE r.id = %s", (run,)).fetchone()[0]
+    assert later
     assert_matches_fake(db, fake)
 
 

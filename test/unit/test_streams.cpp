@@ -3,7 +3,8 @@
 // Covers each stream's first request (method, target, body, incremental vs full), cursor paging,
 // repeated cursors, malformed and wrong-shaped pages, Square's error envelope, INVALID_CURSOR
 // restarts, failure codes, the rows handed to the sink, page/row counts, the next watermark, sink
-// failures and RunAbort; square_error_summary and url_encode directly.
+// failures and RunAbort, when a stream is done (every walk ended), entries first (ids and versions
+// listed, then only what the sink does not hold fetched by id); square_error_summary and url_encode directly.
 #include "cpp_only.hpp"
 
 #include <gtest/gtest.h>
@@ -35,7 +36,23 @@ struct RecordingSink : RowSink {
     };
     std::vector<Staged> staged;
     std::vector<std::string> progress_labels;
+    std::vector<std::string> fetched_streams;  // fetched() calls, in order
     std::function<void()> before_stage;  // may throw
+    // not_held(): the ids it was asked about (with their versions), and which of them it holds
+    // (by id and version; a listed object without a version is never held).
+    std::vector<std::pair<std::string, std::optional<std::int64_t>>> asked;
+    std::map<std::string, std::int64_t> held;
+
+    std::vector<std::string> not_held(const std::string&, const std::vector<std::string>& ids,
+                                      const std::vector<std::optional<std::int64_t>>& versions) override {
+        std::vector<std::string> out;
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+            asked.emplace_back(ids[i], versions[i]);
+            const auto it = held.find(ids[i]);
+            if (!versions[i] || it == held.end() || it->second != *versions[i]) out.push_back(ids[i]);
+        }
+        return out;
+    }
 
     std::int64_t stage(const std::string& stream, std::vector<RowBatch>& batches) override {
         if (before_stage) before_stage();
@@ -45,6 +62,7 @@ struct RecordingSink : RowSink {
         return n;
     }
     void progress(const std::string& label) override { progress_labels.push_back(label); }
+    void fetched(const std::string& stream) override { fetched_streams.push_back(stream); }
 
     // The staged batch of a table in staging call i.
     const RowBatch& batch(std::size_t i, const std::string& table) const {
@@ -617,6 +635,143 @@ TEST(StreamPages, AFailedStreamIgnoresItsOtherWalks) {
     EXPECT_EQ(f.error_code(), "INTERNAL_SERVER_ERROR");
 }
 
+// ---- entries first: list ids and versions, fetch by id what is not held ---------------------------
+
+namespace {
+
+StreamOptions entries_first(std::vector<std::string> locations = {"L1"}) {
+    StreamOptions o = incremental(std::move(locations));
+    o.entries_first = true;
+    return o;
+}
+
+json entry(const std::string& id, std::optional<int> version) {
+    json e = {{"order_id", id}, {"location_id", "L1"}};
+    if (version) e["version"] = *version;
+    return e;
+}
+
+}  // namespace
+
+TEST(StreamEntries, TheListingAsksForEntriesAndNothingElseChanges) {
+    RecordingSink sink;
+    StreamFetch listing("orders", incremental({"L1"}), sink);
+    StreamFetch entries("orders", entries_first({"L1"}), sink);
+    json a = json::parse(listing.walks().at(0)->first().body);
+    const HttpRequest r = entries.walks().at(0)->first();
+    json b = json::parse(r.body);
+    EXPECT_EQ(r.method, "POST");
+    EXPECT_EQ(r.target, "/v2/orders/search");
+    EXPECT_EQ(b["return_entries"], true);
+    b.erase("return_entries");
+    EXPECT_EQ(a, b);
+}
+
+TEST(StreamEntries, OnlyWhatIsNotHeldIsFetchedByIdThenTheListingGoesOn) {
+    RecordingSink sink;
+    sink.held = {{"O1", 3}, {"O2", 1}};
+    StreamFetch f("orders", entries_first({"L1"}), sink);
+    PageWalk* w = f.walks().at(0);
+    w->first();
+    // O1 held at that version; O2 held at an older one; O3 new; O4 has no version.
+    auto next = deliver(w, page({{"order_entries", {entry("O1", 3), entry("O2", 2), entry("O3", 1), entry("O4", std::nullopt)}},
+                                 {"cursor", "c1"}}));
+    ASSERT_TRUE(next);
+    EXPECT_EQ(sink.asked.size(), 4u);
+    EXPECT_EQ(sink.asked[3], (std::pair<std::string, std::optional<std::int64_t>>{"O4", std::nullopt}));
+    EXPECT_EQ(next->method, "POST");
+    EXPECT_EQ(next->target, "/v2/orders/batch-retrieve");
+    EXPECT_EQ(json::parse(next->body), (json{{"order_ids", {"O2", "O3", "O4"}}, {"location_id", "L1"}}));
+    EXPECT_TRUE(sink.staged.empty());  // entries are not rows
+    // The batch's orders are staged; then the listing's next page (its cursor, still entries).
+    next = deliver(w, page({{"orders", {order("O2", "2024-03-05T09:07:00Z"), order("O3", "2024-03-05T09:08:00Z"),
+                                         order("O4", "2024-03-05T09:06:00Z")}}}));
+    ASSERT_TRUE(next);
+    EXPECT_EQ(next->target, "/v2/orders/search");
+    json b = json::parse(next->body);
+    EXPECT_EQ(b["cursor"], "c1");
+    EXPECT_EQ(b["return_entries"], true);
+    EXPECT_EQ(sink.column("orders", "id"), (std::vector<std::optional<std::string>>{"O2", "O3", "O4"}));
+    // A last page of entries, all held: the walk ends.
+    EXPECT_FALSE(deliver(w, page({{"order_entries", {entry("O1", 3)}}})));
+    EXPECT_TRUE(f.done());
+    EXPECT_FALSE(f.failed());
+    EXPECT_EQ(f.pages(), 3);
+    EXPECT_EQ(f.rows(), 3);
+    // The watermark comes from the objects fetched whole.
+    EXPECT_EQ(f.next_watermark(), "2024-03-05T09:08:00Z");
+}
+
+TEST(StreamEntries, BatchesHoldAtMostAHundredIds) {
+    RecordingSink sink;
+    StreamFetch f("orders", entries_first({"L1"}), sink);
+    PageWalk* w = f.walks().at(0);
+    w->first();
+    json list = json::array();
+    for (int i = 0; i < 250; ++i) list.push_back(entry("O" + std::to_string(i), 1));
+    auto next = deliver(w, page({{"order_entries", list}}));
+    std::vector<std::size_t> sizes;
+    while (next) {
+        ASSERT_EQ(next->target, "/v2/orders/batch-retrieve");
+        sizes.push_back(json::parse(next->body)["order_ids"].size());
+        next = deliver(w, page({{"orders", json::array()}}));
+    }
+    EXPECT_EQ(sizes, (std::vector<std::size_t>{100, 100, 50}));
+    EXPECT_TRUE(f.done());
+}
+
+TEST(StreamEntries, NothingToFetchEndsTheWalkWithoutARequest) {
+    RecordingSink sink;
+    sink.held = {{"O1", 1}};
+    StreamFetch f("orders", entries_first({"L1"}), sink);
+    PageWalk* w = f.walks().at(0);
+    w->first();
+    EXPECT_FALSE(deliver(w, page({{"order_entries", {entry("O1", 1)}}})));
+    EXPECT_TRUE(f.done());
+    EXPECT_TRUE(sink.staged.empty());
+    EXPECT_EQ(f.next_watermark(), kWatermark);  // nothing fetched: the committed one
+}
+
+TEST(StreamEntries, AFullReadOrAStreamWithoutBatchesListsWholeObjects) {
+    RecordingSink sink;
+    StreamOptions o = full({"L1"});
+    o.entries_first = true;
+    StreamFetch orders("orders", o, sink);
+    EXPECT_FALSE(json::parse(orders.walks().at(0)->first().body).contains("return_entries"));
+    StreamFetch catalog("catalog", entries_first(), sink);
+    EXPECT_FALSE(json::parse(catalog.walks().at(0)->first().body).contains("return_entries"));
+}
+
+TEST(StreamEntries, MalformedEntriesAreRetryableAndNameThePage) {
+    for (const char* body : {R"({"order_entries": {"order_id": "O1"}})", R"({"order_entries": [{"version": 1}]})"}) {
+        RecordingSink sink;
+        StreamFetch f("orders", entries_first({"L1"}), sink);
+        PageWalk* w = f.walks().at(0);
+        w->first();
+        HttpResponse r = raw_page(body);
+        try {
+            w->prepare(r);
+            ADD_FAILURE() << "no error for " << body;
+        } catch (const RetryableResponseError& e) {
+            EXPECT_NE(std::string(e.what()).find("orders at L1 page 1"), std::string::npos) << e.what();
+        }
+    }
+}
+
+TEST(StreamEntries, ACursorRestartStartsOverWithEntries) {
+    RecordingSink sink;
+    StreamFetch f("orders", entries_first({"L1"}), sink);
+    PageWalk* w = f.walks().at(0);
+    w->first();
+    ASSERT_TRUE(deliver(w, page({{"order_entries", {entry("O1", 1)}}, {"cursor", "c1"}})));  // a batch for O1
+    w->on_failure(HttpError(FailureKind::HttpStatus, 400, "Square answered 400", envelope("INVALID_CURSOR")));
+    ASSERT_EQ(f.take_restarts().size(), 1u);
+    const HttpRequest again = w->first();
+    EXPECT_EQ(again.target, "/v2/orders/search");
+    EXPECT_EQ(json::parse(again.body)["return_entries"], true);
+    EXPECT_FALSE(json::parse(again.body).contains("cursor"));
+}
+
 // ---- failures ------------------------------------------------------------------------------------
 
 TEST(StreamFailures, InvalidCursorAfterTheFirstPageRestarts) {
@@ -637,6 +792,44 @@ TEST(StreamFailures, InvalidCursorAfterTheFirstPageRestarts) {
     EXPECT_EQ(again.label, "orders at L2 page 1");
     ASSERT_TRUE(deliver(r[0], page({{"orders", json::array()}, {"cursor", "c1"}})));  // c1 is new again
     EXPECT_FALSE(f.failed());
+}
+
+TEST(StreamDone, TheSinkHearsOnceWhenEveryWalkHasEndedAndNotOnARestart) {
+    RecordingSink sink;
+    StreamFetch f("orders", incremental({"L1", "L2", "L3"}), sink);
+    auto w = f.walks();
+    for (auto* x : w) x->first();
+    EXPECT_FALSE(f.done());
+    // L1 ends after two pages; L2's cursor expires (a restart: not an end), then it ends; L3 fails.
+    ASSERT_TRUE(deliver(w[0], page({{"orders", {order("O1", "2024-03-05T09:01:00Z")}}, {"cursor", "c1"}})));
+    EXPECT_FALSE(deliver(w[0], page({{"orders", json::array()}})));
+    ASSERT_TRUE(deliver(w[1], page({{"orders", json::array()}, {"cursor", "c1"}})));
+    w[1]->on_failure(HttpError(FailureKind::HttpStatus, 400, "Square answered 400", envelope("INVALID_CURSOR")));
+    EXPECT_FALSE(f.done());
+    EXPECT_TRUE(sink.fetched_streams.empty());
+    ASSERT_EQ(f.take_restarts().size(), 1u);
+    w[1]->first();
+    EXPECT_FALSE(deliver(w[1], page({{"orders", json::array()}})));
+    EXPECT_FALSE(f.done());
+    EXPECT_TRUE(sink.fetched_streams.empty());
+    w[2]->on_failure(HttpError(FailureKind::Transport, 0, "the connection was reset", ""));
+    EXPECT_TRUE(f.done());
+    EXPECT_TRUE(f.failed());
+    EXPECT_EQ(sink.fetched_streams, std::vector<std::string>{"orders"});
+    // Walks built again (a new fetch) start a new count.
+    f.walks();
+    EXPECT_FALSE(f.done());
+}
+
+TEST(StreamDone, AOnePageStreamIsDoneWithItsPage) {
+    RecordingSink sink;
+    StreamFetch f("refunds", incremental(), sink);
+    PageWalk* w = f.walks().at(0);
+    w->first();
+    EXPECT_FALSE(f.done());
+    EXPECT_FALSE(deliver(w, page({{"refunds", json::array()}})));
+    EXPECT_TRUE(f.done());
+    EXPECT_EQ(sink.fetched_streams, std::vector<std::string>{"refunds"});
 }
 
 TEST(StreamFailures, InvalidCursorOnTheFirstPageFails) {
