@@ -20,44 +20,45 @@ def _ok(cond):
     return "n/a" if cond is None else ("**pass**" if cond else "**MISS**")
 
 
-# The streams the apply worker applies (src/pg/apply_worker.cpp, applied_apart) while the sync
-# worker applies the others.
-SALES_SIDE = ("orders", "payments", "refunds", "transactions")
+# The streams the apply worker applies (src/pg/apply_worker.cpp, applied_apart) as soon as they are
+# fetched, before it rebuilds the item library export; the sync worker applies the others, each as
+# soon as it is fetched (the orders last).
+CATALOG_SIDE = ("catalog", "inventory", "vendors")
 
 
 def windows(run, force=False):
-    """Each stream's apply window and the run's phases. Locations are applied first, then every
-    other stream is fetched and staged together, then applied: the catalog side in turn by the sync
-    worker, the sales side meanwhile by the apply worker when it ran. applied_at is the apply
-    transaction's start; apply_seconds stops before the commit (deferred foreign keys are checked
-    at commit), so a sync worker stream's window runs from its applied_at to its next stream's (the
-    last one's to the run's end); an apply worker stream's window is its statement's time. With
-    force, windows already in run are computed again."""
+    """The run's timeline. Locations are applied first; then every other stream is fetched, and
+    each applied as soon as it is: the catalog side by the apply worker (when one ran), which then
+    rebuilds the export (derived_at), the others by the sync worker between the pages still coming
+    in, the orders last. applied_at is an apply transaction's start, apply_seconds its statement's
+    time (the commit, where the deferred foreign keys are checked, is not timed). Phases: start and
+    locations; the fetch, until the last stream the sync worker applies (the orders) starts its
+    apply; then that apply, its commit and the run's end. With force, what is in run is computed
+    again."""
     st = run["streams"]
-    apart = bool((run.get("apply_worker") or {}).get("pid"))
-    for k in SALES_SIDE:
-        if apart and k in st:
-            st[k]["apply_worker"] = True
-    order = sorted((v["apply_start"], k) for k, v in st.items()
-                   if v.get("apply_start") is not None and not st[k].get("apply_worker"))
-    for i, (start, k) in enumerate(order):
-        end = order[i + 1][0] if i + 1 < len(order) else run["run_seconds"]
-        # Locations are applied before the other streams are fetched: their window is the apply.
-        w = st[k]["apply_seconds"] if k == "locations" else end - start
-        st[k]["apply_window_seconds"] = w if force else st[k].get("apply_window_seconds", w)
+    apart = bool((run.get("apply_worker") or {}).get("pid")) or run.get("parallel_apply", False)
     for k, v in st.items():
-        if v.get("apply_worker"):
-            v["apply_window_seconds"] = v["apply_seconds"] if force else v.get("apply_window_seconds", v["apply_seconds"])
+        v["apply_worker"] = apart and k in CATALOG_SIDE
     ph = run.setdefault("phases", {})
+    if ph and not force:
+        return
+    ph.clear()
+    loc = st.get("locations", {})
+    loc_end = (loc.get("apply_start") or 0) + (loc.get("apply_seconds") or 0)
+    mine = [v for k, v in st.items() if k != "locations" and not v["apply_worker"] and v.get("apply_start") is not None]
+    theirs = [v for v in st.values() if v["apply_worker"] and v.get("apply_start") is not None]
     rest = [v for k, v in st.items() if k != "locations" and v.get("apply_start") is not None]
-    if rest and (force or "apply_incl_commit" not in ph):
-        ph.clear()
-        first = min(v["apply_start"] for v in rest)
-        loc = st.get("locations", {})
-        loc_end = (loc.get("apply_start") or 0) + (loc.get("apply_window_seconds") or 0)
-        ph.update({"start_and_locations": loc_end, "fetch_and_stage": first - loc_end,
-                   "apply_incl_commit": run["run_seconds"] - first,
-                   "apply_statements": sum(v["apply_seconds"] or 0 for v in rest)})
+    if not mine:
+        return
+    last = max(v["apply_start"] for v in mine)
+    ph.update({"start_and_locations": loc_end, "fetch_and_stage": last - loc_end,
+               "apply_incl_commit": run["run_seconds"] - last,
+               "apply_statements": sum(v["apply_seconds"] or 0 for v in rest)})
+    if theirs:
+        ph["apply_worker_start"] = min(v["apply_start"] for v in theirs)
+        ph["apply_worker_streams_end"] = max(v["apply_start"] + (v["apply_seconds"] or 0) for v in theirs)
+    if run.get("derived_seconds") is not None:
+        ph["export_done"] = run["derived_seconds"]
 
 
 def render(r):
@@ -99,7 +100,7 @@ def render(r):
     rows.append(("1", "  of which private (peak RssAnon)", _mib(w["peak_rss_anon_mib"]), "", ""))
     aw = f.get("apply_worker") or {}
     if aw.get("pid"):
-        rows.append(("1", "Foundation, apply worker peak memory (VmHWM; it applies the sales side)", _mib(aw["peak_rss_mib"]),
+        rows.append(("1", "Foundation, apply worker peak memory (VmHWM; it applies the catalog side)", _mib(aw["peak_rss_mib"]),
                      "< 256 MiB", _ok(aw["peak_rss_mib"] < 256)))
         rows.append(("1", "  of which private (peak RssAnon)", _mib(aw["peak_rss_anon_mib"]), "", ""))
     rows.append(("2a", "Floor: download every page to nowhere (same HttpClient settings)", _s(fd["raw"]["seconds"]), "", ""))
@@ -171,24 +172,29 @@ def render(r):
     out.append("")
     ph = f.get("phases", {})
     apply_total = ph.get("apply_incl_commit", ph.get("apply", 0))
+    aw_txt = ""
+    if ph.get("apply_worker_start") is not None:
+        aw_txt = (f" Meanwhile the apply worker applied the catalog side from {ph['apply_worker_start']:.2f} s to"
+                  f" {ph['apply_worker_streams_end']:.2f} s" +
+                  (f" and had the item library export rebuilt at {ph['export_done']:.2f} s" if ph.get("export_done") else "") +
+                  " (times from the run's start).")
     out.append(f"Run {f['run_seconds']:.2f} s inside the worker ({F:.2f} s at the client):"
                f" start + locations {ph.get('start_and_locations', 0):.2f} s,"
-               f" fetch + parse + map + stage of all other streams together {ph.get('fetch_and_stage', 0):.2f} s,"
-               f" then apply {apply_total:.2f} s (the catalog side stream after stream in the sync worker, the"
-               f" sales side meanwhile in the apply worker)"
-               f" (of which the apply statements {ph.get('apply_statements', apply_total):.2f} s; the rest is the"
-               f" commits, where the deferred foreign keys are checked)."
+               f" then the fetch of every other stream, each applied as soon as it is fetched, until the last"
+               f" (the orders) {ph.get('fetch_and_stage', 0):.2f} s, then the orders' apply, its commit (where the"
+               f" deferred foreign keys are checked) and the run's end {ph.get('apply_incl_commit', 0):.2f} s.{aw_txt}"
+               f" Apply statements {ph.get('apply_statements', 0):.2f} s in all."
                f" Sync worker CPU {w['cpu_seconds']:.1f} s, apply worker CPU"
                f" {(f.get('apply_worker') or {}).get('cpu_seconds', 0):.1f} s; the fake server's CPU {f.get('fake_cpu_seconds', 0):.1f} s"
-               f" (both share {m['nproc']} cores). {f['api_requests']} requests, {f['bytes_received'] / 1e6:.1f} MB received (decompressed).")
+               f" (all share {m['nproc']} cores). {f['api_requests']} requests, {f['bytes_received'] / 1e6:.1f} MB received (decompressed).")
     out.append("")
     prof = r.get("profile") or {}
     # Staging goes through the COPY machinery (src/pg/spi.cpp), which pg_stat_statements does not see.
-    out.append("| Stream | Pages | Rows staged | Apply statement | Apply incl. commit |")
-    out.append("|---|---|---|---|---|")
-    for name, s in sorted(f["streams"].items(), key=lambda kv: -(kv[1].get("apply_window_seconds") or kv[1]["apply_seconds"] or 0)):
-        where = " (apply worker: its statement; the commit is not timed)" if s.get("apply_worker") else ""
-        out.append(f"| {name}{where} | {s['pages']} | {s['rows_staged']:,} | {_s(s['apply_seconds'])} | {_s(s.get('apply_window_seconds'))} |")
+    out.append("| Stream | Applied by | Pages | Rows staged | Apply started at | Apply statement |")
+    out.append("|---|---|---|---|---|---|")
+    for name, s in sorted(f["streams"].items(), key=lambda kv: kv[1].get("apply_start") or 0):
+        who = "apply worker" if s.get("apply_worker") else "sync worker"
+        out.append(f"| {name} | {who} | {s['pages']} | {s['rows_staged']:,} | {_s(s.get('apply_start'))} | {_s(s['apply_seconds'])} |")
     out.append("")
     if prof.get("pgss_top"):
         out.append("Top statements by total time (profiled foundation, pg_stat_statements, track = all; nested"
@@ -234,21 +240,27 @@ def render(r):
         out.append("")
     out.append("#### Incrementals: where the time goes")
     out.append("")
-    out.append("| Run | Wall | Start + locations | Fetch + stage | Apply incl. commits | Largest applies (rows staged, seconds) |")
-    out.append("|---|---|---|---|---|---|")
+    out.append("| Run | Wall | Start + locations | Fetch (applies as streams arrive) | Orders apply, commit, end | Apply worker (catalog side; export done at) | Largest applies (rows staged, statement) |")
+    out.append("|---|---|---|---|---|---|---|")
     for label, runs in (("nothing changed", r["incr_nothing"]), ("after a day", r["incr_day"])):
         for i, y in enumerate(runs):
             ph = y.get("phases", {})
-            top = sorted(y["streams"].items(), key=lambda kv: -(kv[1].get("apply_window_seconds") or 0))[:3]
+            top = sorted(y["streams"].items(), key=lambda kv: -(kv[1].get("apply_seconds") or 0))[:3]
+            aw = "–"
+            if ph.get("apply_worker_start") is not None:
+                aw = f"{ph['apply_worker_start']:.3f}–{ph['apply_worker_streams_end']:.3f} s"
+                if ph.get("export_done") is not None:
+                    aw += f"; {ph['export_done']:.3f} s"
             out.append(f"| {label} {i + 1} | {y['wall_seconds']:.3f} s | {ph.get('start_and_locations', 0):.3f} s"
-                       f" | {ph.get('fetch_and_stage', 0):.3f} s | {ph.get('apply_incl_commit', 0):.3f} s | "
-                       + ", ".join(f"{n} ({v['rows_staged']:,}, {v.get('apply_window_seconds') or 0:.3f} s)" for n, v in top)
+                       f" | {ph.get('fetch_and_stage', 0):.3f} s | {ph.get('apply_incl_commit', 0):.3f} s | {aw} | "
+                       + ", ".join(f"{n} ({v['rows_staged']:,}, {v.get('apply_seconds') or 0:.3f} s)" for n, v in top)
                        + " |")
     out.append("")
-    out.append("In the sync worker (the catalog side), an apply's window runs to the start of its next one: the last"
-               " one's (vendors) includes the item library export rebuild (`_after_run`) and the wait for the apply"
-               " worker. The apply worker's streams (the sales side: orders, payments, refunds, transactions) show"
-               " their statement's time.")
+    out.append("Times are from the run's start (inside the sync worker). The orders are fetched last and applied as soon"
+               " as their last page is in: \"Fetch\" ends when their apply starts. The apply worker applies the catalog"
+               " side (catalog, inventory, vendors) as soon as it is fetched, then rebuilds the item library export"
+               " (`sync_runs.derived_at`); payments, refunds and transactions are applied by the sync worker between the"
+               " orders' pages.")
     out.append("")
     return "\n".join(out) + "\n"
 

@@ -325,34 +325,43 @@ RETURNS SETOF square.square_item_library_export LANGUAGE sql STABLE AS $$
     WHERE a.merchant_id = p_merchant AND NOT v.is_deleted AND NOT i.is_deleted
 $$;
 
--- Rebuilds the export in the caller's transaction: computes the whole library, then deletes the
--- rows that vanished or differ and inserts the new and changed ones (the export is never truncated:
--- readers keep seeing the previous library until the transaction commits). Returns the rows written.
+-- Rebuilds the export in the caller's transaction: computes the whole library and compares it with
+-- the stored one in one pass (a full join on the key), then deletes the stored rows that vanished
+-- or differ and inserts the new and changed ones (the export is never truncated: readers keep
+-- seeing the previous library until the transaction commits). Only the differences are written,
+-- the changed rows through the build table. Returns the rows written.
 CREATE FUNCTION squaresync._rebuild_item_library_export(p_merchant text)
 RETURNS jsonb LANGUAGE plpgsql
--- Both anti-joins below read a whole library on each side: hashed, not merge-joined (which the
--- planner picks on the fresh build table's estimates: it sorts both wide inputs first, 5x slower).
+-- The full join reads a whole library on each side: hashed, not merge-joined (which the planner
+-- picks on the fresh build table's estimates: it sorts both wide inputs first, 5x slower).
 SET enable_mergejoin = off
 AS $fn$
 DECLARE
-    n_del bigint;
-    n_ins bigint;
+    del_vars text[];
+    del_locs text[];
+    n_del    bigint;
+    n_ins    bigint;
 BEGIN
-    -- TRUNCATE, not DELETE: the build table stays as small as one library, without dead rows.
+    -- TRUNCATE, not DELETE: the build table stays as small as one rebuild's changes, without dead rows.
     LOCK TABLE squaresync.build_item_library_export IN ACCESS EXCLUSIVE MODE;
     TRUNCATE squaresync.build_item_library_export;
-    INSERT INTO squaresync.build_item_library_export SELECT * FROM squaresync._item_library_rows(p_merchant);
+    WITH d AS MATERIALIZED (
+        SELECT CASE WHEN n.merchant_id IS NOT NULL THEN n::square.square_item_library_export END AS n,
+               e.variation_id AS e_var, e.location_id AS e_loc
+        FROM (SELECT * FROM squaresync._item_library_rows(p_merchant)) n
+        FULL JOIN (SELECT * FROM square.square_item_library_export WHERE merchant_id = p_merchant) e
+               ON e.variation_id = n.variation_id AND e.location_id = n.location_id
+        WHERE ROW(n.*) IS DISTINCT FROM ROW(e.*)
+    ),
+    ins AS (
+        INSERT INTO squaresync.build_item_library_export SELECT (d.n).* FROM d WHERE d.n IS DISTINCT FROM NULL
+    )
+    SELECT array_agg(e_var), array_agg(e_loc) INTO del_vars, del_locs FROM d WHERE e_var IS NOT NULL;
     DELETE FROM square.square_item_library_export e
-    WHERE e.merchant_id = p_merchant
-      AND NOT EXISTS (SELECT 1 FROM squaresync.build_item_library_export b
-                      WHERE b.merchant_id = e.merchant_id AND b.variation_id = e.variation_id
-                        AND b.location_id = e.location_id AND ROW(b.*) IS NOT DISTINCT FROM ROW(e.*));
+    USING unnest(coalesce(del_vars, '{}'), coalesce(del_locs, '{}')) AS k(variation_id, location_id)
+    WHERE e.merchant_id = p_merchant AND e.variation_id = k.variation_id AND e.location_id = k.location_id;
     GET DIAGNOSTICS n_del = ROW_COUNT;
-    INSERT INTO square.square_item_library_export
-    SELECT b.* FROM squaresync.build_item_library_export b
-    WHERE NOT EXISTS (SELECT 1 FROM square.square_item_library_export e
-                      WHERE e.merchant_id = b.merchant_id AND e.variation_id = b.variation_id
-                        AND e.location_id = b.location_id);
+    INSERT INTO square.square_item_library_export SELECT * FROM squaresync.build_item_library_export;
     GET DIAGNOSTICS n_ins = ROW_COUNT;
     TRUNCATE squaresync.build_item_library_export;
     RETURN jsonb_build_object('deleted', n_del, 'inserted', n_ins);
