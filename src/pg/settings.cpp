@@ -120,7 +120,7 @@ void define_settings() {
                                "SELECT squaresync.grant_sync_privileges('role').",
                                &Settings::sync_role, "", PGC_SUSET, 0, nullptr, nullptr, nullptr);
     DefineCustomBoolVariable("squaresync.parallel_apply",
-                             "Apply the sales side (orders, payments, refunds, transactions) in a second background worker.",
+                             "Apply the catalog side (catalog, inventory, vendors) and rebuild the item library export in a second background worker.",
                              "Takes one more background worker slot during the apply; without a free slot the sync "
                              "worker applies everything itself.",
                              &Settings::parallel_apply, true, PGC_SUSET, 0, nullptr, nullptr, nullptr);

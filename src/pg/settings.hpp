@@ -28,7 +28,7 @@ struct Settings {
     static int audit_retention_s;     // squaresync.audit_retention
     static int validate_sample_size;  // squaresync.validate_sample_size
     static char* sync_role;           // squaresync.sync_role: the role sync workers run as ('' = owner)
-    static bool parallel_apply;       // squaresync.parallel_apply: the sales side applied by an apply worker
+    static bool parallel_apply;       // squaresync.parallel_apply: the catalog side applied by an apply worker
 };
 
 void define_settings();
