@@ -247,9 +247,13 @@ private:
             all_.push_back(fetches_.back().get());
         }
         // Each stream applies as soon as it is fetched (between the pages of the others): the
-        // catalog side in an apply worker, the rest here.
+        // catalog side in an apply worker, the rest here. In an incremental run the catalog side
+        // is handed over as soon as it is fetched: the fetch mostly waits for Square, and the
+        // apply worker uses that time. A foundation's fetch keeps both cores busy staging, so
+        // there the catalog side is handed over when the last stream (the orders, the longest
+        // apply) is fetched, to be applied beside it.
         sink.on_fetched = [this](const std::string& name) {
-            hand_over_catalog_side(false);
+            if (!full() || name == all_.back()->name()) hand_over_catalog_side(false);
             if (!(Settings::parallel_apply && applied_apart(name))) apply_once(name);
         };
         run_walks(client, all_);
