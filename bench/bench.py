@@ -147,9 +147,12 @@ def run_sync(cluster, con, kind, watch=True):
     w = WorkerWatch(cluster) if watch else None
     if w:
         w.start()
+    av = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+    av0 = con.execute(av).fetchone()[0]
     t0 = time.perf_counter()
     run_id = con.execute(f"SELECT squaresync.{kind}()").fetchone()[0]
     wall = time.perf_counter() - t0
+    av1 = con.execute(av).fetchone()[0]
     if w:
         w.stop_flag = True
         w.join(5)
@@ -167,7 +170,8 @@ def run_sync(cluster, con, kind, watch=True):
     out = {"run_id": run_id, "kind": kind, "status": r[0], "wall_seconds": wall, "run_seconds": r[1],
            "api_requests": r[2], "bytes_received": r[3], "inserted": r[4], "updated": r[5], "deleted": r[6],
            "unchanged": r[7], "rows_written": r[4] + r[5] + r[6], "audit_rows": audit, "error": r[8],
-           "tables": r[9], "streams": streams, "derived_seconds": r[11]}
+           "tables": r[9], "streams": streams, "derived_seconds": r[11],
+           "autovacuum_workers_before_after": [av0, av1]}
     if w:
         out["apply_worker"] = {"pid": w.apply["pid"], "peak_rss_mib": w.apply["hwm_kb"] / 1024,
                                "peak_rss_anon_mib": w.apply["anon_peak_kb"] / 1024, "cpu_seconds": w.apply["cpu_s"]}

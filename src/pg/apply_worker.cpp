@@ -1,10 +1,10 @@
 // apply_worker.cpp: the apply worker, a dynamic background worker that applies the catalog side of
 // a run (catalog, inventory, vendors; each stream in its own transaction, apply_stream) and then
-// rebuilds the item library export, as soon as that side is fetched: meanwhile the sync worker goes
-// on fetching, staging and then applying the sales side on the machine's other core. Started and
-// awaited by the sync worker (ApplyWorker): it is told the run, the streams and the database and
-// role in bgw_extra, reads what their fetch reached from sync_run_streams (record_fetched) and
-// leaves each stream's outcome there (and the export's in sync_runs.derived_at).
+// rebuilds the item library export, as soon as that side is fetched (a foundation: once the
+// orders are), while the sync worker fetches, stages and applies the sales side on the other core.
+// Started and awaited by the sync worker (ApplyWorker): it is told the run, the streams and the
+// database and role in bgw_extra, reads what their fetch reached from sync_run_streams
+// (record_fetched) and leaves each stream's outcome there (and the export's in derived_at).
 extern "C" {
 #include "postgres.h"
 

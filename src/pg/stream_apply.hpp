@@ -45,7 +45,8 @@ void record_stream_failure(const StreamApply& a, const ApplyOutcome& why);
 // catalog side (catalog, inventory, vendors). They are fetched long before the orders, so the apply
 // worker applies them, and rebuilds the item library export from them, while the sync worker is
 // still fetching and staging the sales side (orders, payments, refunds, transactions), which it
-// then applies itself. The two sides' tables reference no table of the other, so they never wait
+// applies itself (a foundation hands them over when the orders are fetched, to apply beside the
+// orders' apply). The two sides' tables reference no table of the other, so they never wait
 // for each other's rows.
 bool applied_apart(const std::string& stream);
 
