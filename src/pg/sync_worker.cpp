@@ -1,9 +1,9 @@
 // sync_worker.cpp: the sync worker (a dynamic background worker), one per run. It records the run,
 // fetches every stream from Square with no transaction open while waiting (pages are staged in
 // short transactions), and applies each fetched stream in one transaction with its watermark: the
-// catalog side by an apply worker (apply_worker.cpp) as soon as it is fetched, while this worker
-// fetches the sales side and then applies it. It finishes the run with its counts, a NOTIFY and one
-// LOG line.
+// catalog side by an apply worker (apply_worker.cpp; as soon as it is fetched, or in a foundation
+// once the orders are), the sales side here as each stream is fetched. It finishes the run with its
+// counts, a NOTIFY and one LOG line.
 extern "C" {
 #include "postgres.h"
 
@@ -283,9 +283,9 @@ private:
     }
 
     // Once every stream of the catalog side is fetched (or, with every_walk_over, has given up),
-    // hands them to an apply worker (which then rebuilds the export), so that they apply while the
-    // sales side is still being fetched. Tried once; without a free worker slot or with
-    // parallel_apply off, this worker applies them after the fetch.
+    // hands them to an apply worker (which then rebuilds the export), so that they apply while
+    // this worker fetches or applies the sales side. Tried once; without a free worker slot or
+    // with parallel_apply off, this worker applies them after the fetch.
     void hand_over_catalog_side(bool every_walk_over) {
         if (hand_over_tried_) return;
         std::vector<StreamFetch*> side;
