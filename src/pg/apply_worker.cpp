@@ -31,7 +31,6 @@ struct ApplyArgs {
     unsigned int database;  // Oid
     unsigned int role;      // Oid: the sync worker's
     char full;
-    char derived;           // then rebuild the derived tables (the item library export)
     char streams[100];      // comma separated, in apply order
 };
 static_assert(sizeof(ApplyArgs) <= BGW_EXTRALEN, "ApplyArgs must fit in bgw_extra");
@@ -75,12 +74,11 @@ bool record_fetched(const std::vector<StreamApply>& streams) {
 }
 
 std::optional<ApplyWorker> ApplyWorker::start(std::int64_t run_id, const std::vector<std::string>& streams, bool full,
-                                              bool derived, unsigned int database, unsigned int role) {
+                                              unsigned int database, unsigned int role) {
     ApplyArgs args{};
     args.database = database;
     args.role = role;
     args.full = full ? 1 : 0;
-    args.derived = derived ? 1 : 0;
     std::string list;
     for (const auto& s : streams) list += (list.empty() ? "" : ",") + s;
     if (streams.empty() || list.size() >= sizeof args.streams) return std::nullopt;
@@ -156,7 +154,7 @@ void squaresync_apply_main(Datum main_arg) {
         for (const auto& a : streams)
             if (apply_stream(a).code == "ABANDONED") return;
         // A failure leaves derived_at unset: the sync worker then tries again and reports it.
-        if (args.derived && !streams.empty()) {
+        if (!streams.empty()) {
             const std::string error = rebuild_derived(run_id, streams.front().merchant);
             if (!error.empty()) {
                 const std::string line = std::string("squaresync: ") + what + ": " + error;

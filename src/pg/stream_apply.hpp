@@ -69,11 +69,11 @@ bool record_fetched(const std::vector<StreamApply>& streams);
 class ApplyWorker {
 public:
     // Starts the worker for these streams (recorded with record_fetched), as the sync worker's
-    // database and role; with derived, it then rebuilds the derived tables (rebuild_derived).
+    // database and role; it then rebuilds the derived tables (rebuild_derived).
     // Returns nullopt when it cannot start (no free background worker slot): the caller applies
     // the streams itself.
     static std::optional<ApplyWorker> start(std::int64_t run_id, const std::vector<std::string>& streams, bool full,
-                                            bool derived, unsigned int database, unsigned int role);
+                                            unsigned int database, unsigned int role);
     // Waits until the worker has exited; then, per stream, its outcome, or nullopt when the worker
     // left it unapplied and unrecorded (it stopped first): the caller then applies it itself.
     std::map<std::string, std::optional<ApplyOutcome>> wait();

@@ -37,8 +37,9 @@ namespace {
 std::string str(std::int64_t v) { return std::to_string(v); }
 
 // Stages each fetched page (formatted as COPY text by the fetch) in its own short transaction. In
-// an incremental run, objects stored at the version Square sent (re-reads: the orders overlap) are
-// dropped first, with their children: they are neither staged nor compared.
+// an incremental run, objects stored at the version Square sent (re-reads: the catalog's overlap)
+// are dropped first, with their children: they are neither staged nor compared; orders, listed as
+// entries, are not even fetched when stored at the version listed (not_held).
 class StagingSink : public RowSink {
 public:
     StagingSink(std::string merchant, bool incremental) : merchant_(std::move(merchant)), incremental_(incremental) {}
@@ -48,19 +49,7 @@ public:
     }
     std::int64_t stage(const std::string& stream, std::vector<RowBatch>& batches) override {
         // (Streams listed by entries first stage only what not_held() chose: nothing to drop.)
-        if (incremental_ && !stream_reads_whole(stream) && !stream_lists_entries(stream)) {
-            // The fetch must never wait for a lock on a data table (a seller's LOCK TABLE, an ALTER):
-            // when the versions cannot be read at once, the page is staged whole, which is always
-            // correct (the apply then compares it, or fails with squaresync.lock_timeout).
-            try {
-                in_transaction([&] {
-                    spi_exec("SELECT set_config('lock_timeout', '1ms', true)");
-                    skip_stored(batches);
-                });
-            } catch (const PgError& e) {
-                if (e.sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE && e.sqlerrcode != ERRCODE_UNDEFINED_TABLE) throw;
-            }
-        }
+        if (incremental_ && !stream_reads_whole(stream) && !stream_lists_entries(stream)) skip_stored(batches);
         bool installed = true;
         std::int64_t staged = 0;
         in_transaction([&] {
@@ -77,22 +66,10 @@ public:
     void progress(const std::string& label) override { report_activity("squaresync: " + label); }
 
     // The listed objects not stored at the version Square lists (all of them when the versions
-    // cannot be read at once: a lock on the table, see stage()).
+    // cannot be read at once).
     std::vector<std::string> not_held(const std::string& stream, const std::vector<std::string>& ids,
                                       const std::vector<std::optional<std::int64_t>>& versions) override {
-        std::unordered_map<std::string, std::string> stored;
-        try {
-            in_transaction([&] {
-                spi_exec("SELECT set_config('lock_timeout', '1ms', true)");
-                auto r = spi_exec("SELECT id, version::text FROM square." + stream_tables(stream).at(0) +
-                                      " WHERE merchant_id = $1 AND id = ANY ($2::text[])",
-                                  {merchant_, pg_text_array(ids)}, true);
-                for (const auto& row : r.rows)
-                    if (row[0] && row[1]) stored.emplace(*row[0], *row[1]);
-            });
-        } catch (const PgError& e) {
-            if (e.sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE && e.sqlerrcode != ERRCODE_UNDEFINED_TABLE) throw;
-        }
+        const auto stored = stored_versions(stream_tables(stream).at(0), ids).value_or(Versions{});
         std::vector<std::string> out;
         for (std::size_t i = 0; i < ids.size(); ++i) {
             const auto it = stored.find(ids[i]);
@@ -102,6 +79,31 @@ public:
     }
 
 private:
+    using Versions = std::unordered_map<std::string, std::string>;  // id -> stored version, as text
+
+    // The stored version of those of these objects square.<table> holds. The fetch must never wait
+    // for a lock on a data table (a seller's LOCK TABLE, an ALTER): nullopt when the versions cannot
+    // be read at once; the caller then stages or fetches everything, which is always correct (the
+    // apply compares it, or fails with squaresync.lock_timeout).
+    std::optional<Versions> stored_versions(const std::string& table, const std::vector<std::string>& ids) {
+        Versions stored;
+        try {
+            in_transaction([&] {
+                spi_exec("SELECT set_config('lock_timeout', '1ms', true)");
+                auto r = spi_exec("SELECT id, version::text FROM square." + table +
+                                      " WHERE merchant_id = $1 AND id = ANY ($2::text[])",
+                                  {merchant_, pg_text_array(ids)}, true);
+                for (const auto& row : r.rows)
+                    if (row[0] && row[1]) stored.emplace(*row[0], *row[1]);
+            });
+        } catch (const PgError& e) {
+            if (e.sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE && e.sqlerrcode != ERRCODE_UNDEFINED_TABLE) throw;
+            return std::nullopt;
+        }
+        return stored;
+    }
+
+    // Drops from the page the objects stored at the version Square sent, with their children.
     void skip_stored(std::vector<RowBatch>& page) {
         for (auto& v : versioned_batches(page)) {
             const RowBatch& top = *v.top;
@@ -110,12 +112,9 @@ private:
             const auto& versions = top.columns[v.version_column];
             std::vector<std::string> id_list;
             for (const auto& id : ids) id_list.push_back(id.value_or(""));
-            auto r = spi_exec("SELECT id, version::text FROM square." + top.table->name +
-                                  " WHERE merchant_id = $1 AND id = ANY ($2::text[])",
-                              {merchant_, pg_text_array(id_list)}, true);
-            std::unordered_map<std::string, std::string> stored;
-            for (const auto& row : r.rows)
-                if (row[0] && row[1]) stored.emplace(*row[0], *row[1]);
+            const auto found = stored_versions(top.table->name, id_list);
+            if (!found) return;  // staged whole
+            const Versions& stored = *found;
             std::vector<bool> unchanged(top.rows);
             bool any = false;
             for (std::size_t i = 0; i < top.rows; ++i) {
@@ -279,7 +278,7 @@ private:
 
         // What derives from several streams (the item library export), once per run: here, unless
         // the apply worker did it.
-        if (!handed_over_ || !derived_done(id_)) derived_error_ = rebuild_derived(id_, merchant_);
+        if (apart_.empty() || !derived_done(id_)) derived_error_ = rebuild_derived(id_, merchant_);
     }
 
     // Once every stream of the catalog side is fetched (or, with every_walk_over, has given up),
@@ -288,28 +287,22 @@ private:
     // with parallel_apply off, this worker applies them after the fetch.
     void hand_over_catalog_side(bool every_walk_over) {
         if (hand_over_tried_) return;
-        std::vector<StreamFetch*> side;
-        for (auto* f : all_) {
-            if (!applied_apart(f->name())) continue;
-            if (!every_walk_over && !f->done()) return;
-            side.push_back(f);
-        }
+        for (auto* f : all_)
+            if (applied_apart(f->name()) && !every_walk_over && !f->done()) return;
         hand_over_tried_ = true;
         if (!Settings::parallel_apply) return;
         std::vector<StreamFetch*> apart;
         std::vector<StreamApply> fetched;
         std::vector<std::string> names;
-        for (auto* f : side)
-            if (!f->failed()) {
+        for (auto* f : all_)
+            if (applied_apart(f->name()) && !f->failed()) {
                 apart.push_back(f);
                 fetched.push_back(stream_apply(*f));
                 names.push_back(f->name());
             }
         if (apart.empty() || !record_fetched(fetched)) return;
-        worker_ = ApplyWorker::start(id_, names, full(), true, args_.database, args_.role);
-        if (!worker_) return;
-        apart_ = apart;
-        handed_over_ = true;
+        worker_ = ApplyWorker::start(id_, names, full(), args_.database, args_.role);
+        if (worker_) apart_ = std::move(apart);
     }
 
     // Applies a stream here unless that was done already.
@@ -417,7 +410,7 @@ private:
     std::vector<std::unique_ptr<StreamFetch>> fetches_;
     std::vector<StreamFetch*> all_, apart_;
     std::optional<ApplyWorker> worker_;
-    bool hand_over_tried_ = false, handed_over_ = false;
+    bool hand_over_tried_ = false;
 };
 
 }  // namespace
