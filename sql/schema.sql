@@ -16,6 +16,13 @@ SELECT count(*) AS logged_staging FROM pg_class WHERE relname LIKE 'stage\_%' AN
 SELECT bool_and(a.attcompression = CASE WHEN 'lz4' = ANY (s.enumvals) THEN 'l' ELSE '' END) AS audit_lz4_where_available
 FROM pg_attribute a, pg_settings s
 WHERE a.attrelid = 'squaresync.changes'::regclass AND a.attname IN ('before', 'after') AND s.name = 'default_toast_compression';
+-- raw, the whole object, is compressed with lz4 where the server has it (else pglz), in the square
+-- tables and their staging tables.
+SELECT count(*) AS raw_columns,
+       bool_and(a.attcompression = CASE WHEN 'lz4' = ANY (s.enumvals) THEN 'l' ELSE '' END) AS raw_lz4_where_available
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid, pg_settings s
+WHERE a.attname = 'raw' AND c.relkind = 'r' AND s.name = 'default_toast_compression'
+  AND (c.relnamespace = 'square'::regnamespace OR c.relname LIKE 'stage\_%');
 -- A plain role cannot read the token, start a sync or connect.
 -- (with USAGE on the schema, so the refusals below are the table's and the functions' own).
 CREATE ROLE squaresync_reader;

@@ -39,6 +39,12 @@ def test_foundation_equals_fake(db, fake):
         assert len(spec["rows"]) > 0, f"the fake's {table} is empty: the test proves nothing for it"
         assert r["tables"][table]["inserted"] == len(spec["rows"]), table
     assert r["updated"] == 0 and r["deleted"] == 0
+    # The orders' raw JSON is stored compressed with lz4 where the server has it (pglz otherwise).
+    lz4 = db.execute("SELECT 'lz4' = ANY (enumvals) FROM pg_settings WHERE name = 'default_toast_compression'").fetchone()
+    if lz4 is not None:  # PostgreSQL 14+: column compression methods
+        methods = {m for (m,) in db.execute("SELECT DISTINCT pg_column_compression(raw) FROM square.orders"
+                                            " WHERE pg_column_compression(raw) IS NOT NULL")}
+        assert methods == {"lz4" if lz4[0] else "pglz"}, methods
 
 
 def test_incremental_with_nothing_changed_writes_nothing(db, fake):
