@@ -360,6 +360,81 @@ $$;
 
 -- Applies one fetched stream in the caller's transaction: every table of the stream in order,
 -- then what derives from it, then the watermark and the run's counters. Returns the counts.
+-- A foundation into tables that hold nothing at all (a first load) loads them as pg_restore does:
+-- the secondary indexes of the stream's tables and the foreign keys among them are dropped, and made
+-- again once the rows are in, each index from one sort of its rows and each foreign key checked by
+-- one join, instead of both kept up row by row (a foundation's line items queued one deferred check
+-- per row, each an index probe at commit). It holds an exclusive lock on the stream's tables until
+-- the stream commits, so it is only done when that lock is free at once (NOWAIT) and no other
+-- trigger would fire on them, and by their owner (not by a squaresync.sync_role that only writes
+-- rows); otherwise the rows go in as in any run. Readers of those tables wait
+-- for the commit instead of seeing them empty. Returns the statements that make them again (in
+-- order: indexes, then foreign keys), or NULL when the rows go in as in any run.
+CREATE FUNCTION squaresync._bulk_load_begin(p_stream text)
+RETURNS text[] LANGUAGE plpgsql AS $fn$
+DECLARE
+    rels  regclass[];
+    rel   regclass;
+    full_ boolean;
+    r     record;
+    redo  text[] := '{}';
+    fks   text[] := '{}';
+BEGIN
+    SELECT array_agg(format('square.%I', table_name)::regclass ORDER BY apply_order) INTO rels
+    FROM squaresync.synced_tables WHERE stream = p_stream AND NOT derived;
+    IF rels IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT FROM pg_class c WHERE c.oid = ANY (rels) AND NOT pg_has_role(c.relowner, 'USAGE')) THEN
+        RETURN NULL;
+    END IF;
+    -- Only the foreign keys' own triggers: a trigger of the seller's would fire between the rows.
+    IF EXISTS (SELECT FROM pg_trigger g
+               WHERE g.tgrelid = ANY (rels) AND g.tgenabled <> 'D'
+                 AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.oid = g.tgconstraint AND c.contype = 'f')) THEN
+        RETURN NULL;
+    END IF;
+    FOREACH rel IN ARRAY rels LOOP
+        EXECUTE format('SELECT EXISTS (SELECT FROM %s)', rel) INTO full_;
+        IF full_ THEN
+            RETURN NULL;
+        END IF;
+    END LOOP;
+    BEGIN
+        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT',
+                       (SELECT string_agg(x::text, ', ') FROM unnest(rels) x));
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN NULL;
+    END;
+    FOR r IN SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS def, ts.spcname,
+                    obj_description(i.indexrelid, 'pg_class') AS note
+             FROM pg_index i
+             JOIN pg_class ic ON ic.oid = i.indexrelid
+             LEFT JOIN pg_tablespace ts ON ts.oid = ic.reltablespace
+             WHERE i.indrelid = ANY (rels) AND NOT i.indisunique AND NOT i.indisprimary AND NOT i.indisexclusion
+               AND NOT i.indisreplident AND i.indisvalid
+             ORDER BY i.indexrelid LOOP
+        EXECUTE format('DROP INDEX %s', r.name);
+        redo := redo || (r.def || coalesce(' TABLESPACE ' || quote_ident(r.spcname), ''));
+        IF r.note IS NOT NULL THEN
+            redo := redo || format('COMMENT ON INDEX %s IS %L', r.name, r.note);
+        END IF;
+    END LOOP;
+    FOR r IN SELECT c.conrelid::regclass::text AS rel, c.conname, pg_get_constraintdef(c.oid) AS def,
+                    obj_description(c.oid, 'pg_constraint') AS note
+             FROM pg_constraint c
+             WHERE c.contype = 'f' AND c.conrelid = ANY (rels) AND c.confrelid = ANY (rels)
+             ORDER BY c.oid LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.rel, r.conname);
+        fks := fks || format('ALTER TABLE %s ADD CONSTRAINT %I %s', r.rel, r.conname, r.def);
+        IF r.note IS NOT NULL THEN
+            fks := fks || format('COMMENT ON CONSTRAINT %I ON %s IS %L', r.conname, r.rel, r.note);
+        END IF;
+    END LOOP;
+    RETURN redo || fks;
+END
+$fn$;
+
 CREATE FUNCTION squaresync._apply_stream(p_run bigint, p_merchant text, p_stream text, p_full boolean,
                                          p_watermark text)
 RETURNS jsonb LANGUAGE plpgsql AS $fn$
@@ -369,9 +444,15 @@ DECLARE
     c      jsonb;
     old_wm text;
     vars   text[];
+    redo   text[];
+    q      text;
 BEGIN
     SELECT watermark INTO old_wm FROM squaresync.stream_state
     WHERE merchant_id = p_merchant AND stream = p_stream FOR UPDATE;
+
+    IF p_full THEN
+        redo := squaresync._bulk_load_begin(p_stream);
+    END IF;
 
     FOR t IN SELECT * FROM squaresync.synced_tables WHERE stream = p_stream ORDER BY apply_order LOOP
         IF t.derived THEN
@@ -383,6 +464,9 @@ BEGIN
                                      p_full);
         PERFORM squaresync._analyze_if_large('square', t.table_name, c);
         counts := counts || jsonb_build_object(t.table_name, c);
+    END LOOP;
+    FOREACH q IN ARRAY coalesce(redo, '{}') LOOP
+        EXECUTE q;
     END LOOP;
 
     -- Availability follows the catalog and the locations: recomputed when either changed (always on

@@ -38,13 +38,15 @@ void report_activity(const std::string& what) {
 
 void configure_apply_session() {
     // No JIT: the apply's statements run once each, so compiling them costs more than it saves,
-    // and loading LLVM adds ~50 MiB to the process. No parallel query: it would take parallel
-    // workers from the seller's own queries and map a shared memory segment per plan. Index
+    // and loading LLVM adds ~50 MiB to the process. No parallel query nor parallel index
+    // build (a first load makes its indexes again): they would take parallel workers from the
+    // seller's own queries and map a shared memory segment per plan. Index
     // probes priced as on SSD: an incremental apply looks up a few hundred staged keys in indexes
     // that are in cache, and the default 4 makes the planner hash whole tables instead.
     pg_call([] {
         SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
         SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_SESSION);
+        SetConfigOption("max_parallel_maintenance_workers", "0", PGC_USERSET, PGC_S_SESSION);
         SetConfigOption("random_page_cost", "1.1", PGC_USERSET, PGC_S_SESSION);
     });
 }

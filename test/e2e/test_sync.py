@@ -47,6 +47,88 @@ def test_foundation_equals_fake(db, fake):
         assert methods == {"lz4" if lz4[0] else "pglz"}, methods
 
 
+def upkeep(con):
+    """The square tables' indexes and foreign keys: {name: (definition, oid)}, {name: (definition, validated, oid)}."""
+    idx = con.execute("SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indexrelid::int FROM pg_index i"
+                      " JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = 'square'::regnamespace").fetchall()
+    fks = con.execute("SELECT conname, pg_get_constraintdef(oid), convalidated, oid::int FROM pg_constraint"
+                      " WHERE connamespace = 'square'::regnamespace AND contype = 'f'").fetchall()
+    return {n: (d, o) for n, d, o in idx}, {n: (d, v, o) for n, d, v, o in fks}
+
+
+def definitions(up):
+    idx, fks = up
+    return {n: d for n, (d, _) in idx.items()}, {n: (d, v) for n, (d, v, _) in fks.items()}
+
+
+def test_a_first_foundation_makes_the_indexes_and_foreign_keys_again_after_the_rows(db, fake):
+    """Into empty tables a foundation drops their secondary indexes and the foreign keys among them
+    and makes them again once the rows are in: the same definitions, validated, new objects."""
+    before = upkeep(db)
+    run = db.execute("SELECT squaresync.foundation()").fetchone()[0]
+    assert run_row(db, run)["status"] == "succeeded"
+    after = upkeep(db)
+    assert definitions(after) == definitions(before)
+    assert all(v for _, v in definitions(after)[1].values())
+    idx_b, fk_b = before
+    idx_a, fk_a = after
+    remade = {"orders_merchant_id_updated_at_idx", "order_line_items_merchant_id_catalog_object_id_idx",
+              "catalog_variations_merchant_id_item_id_idx"}
+    for name in remade:
+        assert idx_a[name][1] != idx_b[name][1], f"{name} was not made again"
+    for name in ("orders_pkey", "order_line_items_pkey", "catalog_items_pkey"):
+        assert idx_a[name][1] == idx_b[name][1], f"{name}: a primary key is never dropped"
+    for name in ("order_line_items_merchant_id_order_id_fkey", "catalog_variations_merchant_id_item_id_fkey"):
+        assert fk_a[name][2] != fk_b[name][2], f"{name} was not made again"
+    # The indexes work: the planner uses the made-again index for a lookup by catalog object.
+    db.execute("SET enable_seqscan = off")
+    plan = "\n".join(r[0] for r in db.execute(
+        "EXPLAIN SELECT * FROM square.order_line_items WHERE merchant_id = 'x' AND catalog_object_id = 'y'"))
+    db.execute("RESET enable_seqscan")
+    assert "order_line_items_merchant_id_catalog_object_id_idx" in plan, plan
+    assert_matches_fake(db, fake)
+
+
+def test_a_foundation_into_tables_a_reader_holds_loads_them_row_by_row(db, fake, cluster):
+    """The exclusive lock is only taken when free at once: a reader's open transaction on orders
+    makes the orders' stream load row by row (its indexes untouched), and the run succeeds."""
+    before = upkeep(db)
+    reader = cluster.connect(autocommit=False)
+    reader.execute("SELECT count(*) FROM square.orders")  # holds ACCESS SHARE until it ends
+    try:
+        run = db.execute("SELECT squaresync.foundation()").fetchone()[0]
+    finally:
+        reader.rollback()
+        reader.close()
+    assert run_row(db, run)["status"] == "succeeded"
+    idx_b, fk_b = before
+    idx_a, fk_a = upkeep(db)
+    assert idx_a["orders_merchant_id_updated_at_idx"][1] == idx_b["orders_merchant_id_updated_at_idx"][1]
+    assert fk_a["order_line_items_merchant_id_order_id_fkey"][2] == fk_b["order_line_items_merchant_id_order_id_fkey"][2]
+    # The catalog's tables were free: those were made again.
+    assert idx_a["catalog_variations_merchant_id_item_id_idx"][1] != idx_b["catalog_variations_merchant_id_item_id_idx"][1]
+    assert_matches_fake(db, fake)
+
+
+def test_a_first_load_that_breaks_a_foreign_key_fails_and_leaves_the_tables_as_they_were(db, fake):
+    """The foreign keys made again are checked: variations whose item is missing fail the apply,
+    and its rollback restores the indexes and foreign keys it had dropped."""
+    db.execute("SELECT squaresync.foundation()")
+    merchant = db.execute("SELECT merchant_id FROM squaresync.connection").fetchone()[0]
+    before = upkeep(db)
+    with pytest.raises(Exception, match="catalog_variations_merchant_id_item_id_fkey"):
+        with db.transaction():
+            db.execute("INSERT INTO squaresync.stage_catalog_variations"
+                       " SELECT v.*, 1, row_number() OVER () FROM square.catalog_variations v")
+            for t in ("catalog_location_availability", "catalog_vendor_info", "catalog_variations",
+                      "catalog_items", "catalog_categories", "square_item_library_export"):
+                db.execute(f"DELETE FROM square.{t}")
+            db.execute("SELECT squaresync._apply_stream(0, %s, 'catalog', true, NULL)", (merchant,))
+    assert upkeep(db) == before
+    assert db.execute("SELECT count(*) FROM square.catalog_variations").fetchone()[0] > 0
+    assert db.execute("SELECT count(*) FROM squaresync.stage_catalog_variations").fetchone()[0] == 0
+
+
 def test_incremental_with_nothing_changed_writes_nothing(db, fake):
     db.execute("SELECT squaresync.foundation()")
     before = row_versions(db)
