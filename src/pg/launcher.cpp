@@ -149,9 +149,14 @@ void squaresync_maintenance_main(Datum arg) {
         using namespace squaresync::pg;
         bool installed = false;
         std::string due;
+        // The pass is opportunistic: it yields to any lock held longer than a moment (a DROP
+        // EXTENSION dropping the tables it reads, for one, with which waiting could deadlock) and
+        // the next pass tries again.
+        const auto yield_to_locks = [] { spi_exec("SELECT set_config('lock_timeout', '50ms', true)"); };
         in_transaction([&] {
             pg_call([&] { installed = OidIsValid(get_extension_oid("squaresync", true)); });
             if (!installed) return;
+            yield_to_locks();
             // No worker holds the run lock: any run still marked running was left by a dead one, and
             // the schedule may start the next run. A run in progress is never overlapped.
             if (!advisory_try_lock(kRunLock, false)) return;
@@ -162,6 +167,7 @@ void squaresync_maintenance_main(Datum arg) {
         });
         if (installed && !due.empty()) {
             in_transaction([&] {
+                yield_to_locks();
                 bool joined = false;
                 const auto id = start_run(due == "foundation" ? RunKind::Foundation : RunKind::Incremental, "schedule", &joined);
                 if (!joined) {
