@@ -30,9 +30,9 @@ def windows(run, force=False):
     """The run's timeline. Locations are applied first; then every other stream is fetched, and
     each applied as soon as it is: the catalog side by the apply worker (when one ran), which then
     rebuilds the export (derived_at), the others by the sync worker between the pages still coming
-    in, the orders last. applied_at is an apply transaction's start, apply_seconds its statement's
-    time (the commit, where the deferred foreign keys are checked, is not timed). Phases: start and
-    locations; the fetch, until the last stream the sync worker applies (the orders) starts its
+    in (the orders last in a foundation, first of the sales side in an incremental run). applied_at
+    is an apply transaction's start, apply_seconds its statement's time (the commit is not timed).
+    Phases: start and locations; the fetch, until the last stream the sync worker applies starts its
     apply; then that apply, its commit and the run's end. With force, what is in run is computed
     again."""
     st = run["streams"]
@@ -243,7 +243,7 @@ def render(r):
         out.append("")
     out.append("#### Incrementals: where the time goes")
     out.append("")
-    out.append("| Run | Wall | Start + locations | Fetch (applies as streams arrive) | Orders apply, commit, end | Apply worker (catalog side; export done at) | Largest applies (rows staged, statement) |")
+    out.append("| Run | Wall | Start + locations | Fetch (applies as streams arrive) | Last apply, commit, end | Apply worker (catalog side; export done at) | Largest applies (rows staged, statement) |")
     out.append("|---|---|---|---|---|---|---|")
     for label, runs in (("nothing changed", r["incr_nothing"]), ("after a day", r["incr_day"])):
         for i, y in enumerate(runs):
@@ -259,11 +259,12 @@ def render(r):
                        + ", ".join(f"{n} ({v['rows_staged']:,}, {v.get('apply_seconds') or 0:.3f} s)" for n, v in top)
                        + " |")
     out.append("")
-    out.append("Times are from the run's start (inside the sync worker). The orders are fetched last and applied as soon"
-               " as their last page is in: \"Fetch\" ends when their apply starts. The apply worker applies the catalog"
-               " side (catalog, inventory, vendors) as soon as it is fetched, then rebuilds the item library export"
-               " (`sync_runs.derived_at`); payments, refunds and transactions are applied by the sync worker between the"
-               " orders' pages.")
+    out.append("Times are from the run's start (inside the sync worker). Each stream is applied as soon as its last page"
+               " is in; \"Fetch\" ends when the last stream the sync worker applies starts its apply. In an incremental"
+               " run the orders are walked first of the sales side, right after the catalog side, so that their apply"
+               " runs while the small streams' pages still arrive; payments, refunds and transactions are applied by the"
+               " sync worker after it. The apply worker applies the catalog side (catalog, inventory, vendors) as soon as"
+               " it is fetched, then rebuilds the item library export (`sync_runs.derived_at`).")
     out.append("")
     return "\n".join(out) + "\n"
 

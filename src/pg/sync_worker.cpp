@@ -233,13 +233,15 @@ private:
 
         // The catalog side's walks first (their pages are few in an incremental run), so that it
         // is fetched early and its apply worker starts while the sales side is still being
-        // fetched; the orders last, so that the small streams of the sales side are fetched, and
-        // applied here, while the orders' pages are still coming in; the streams' own order
-        // otherwise.
+        // fetched. Then, in an incremental run, the orders (a few pages, the longest apply), so
+        // that their apply runs while the small streams' pages still come in; in a foundation the
+        // orders last, so that the small streams are fetched and applied here while the orders'
+        // many pages are still coming in. The streams' own order otherwise.
         std::vector<std::string> order;
         for (const auto& s : stream_names())
             if (s != "locations") order.push_back(s);
-        std::stable_partition(order.begin(), order.end(), [](const std::string& s) { return s != "orders"; });
+        std::stable_partition(order.begin(), order.end(),
+                              [this](const std::string& s) { return full() ? s != "orders" : s == "orders"; });
         std::stable_partition(order.begin(), order.end(), [](const std::string& s) { return applied_apart(s); });
         for (const auto& s : order) {
             fetches_.push_back(std::make_unique<StreamFetch>(s, options(s), sink));
