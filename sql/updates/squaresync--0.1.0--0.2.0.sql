@@ -543,6 +543,12 @@ BEGIN
                  AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.oid = g.tgconstraint AND c.contype = 'f')) THEN
         RETURN NULL;
     END IF;
+    -- Nor a foreign key to a table outside the stream: its checks, queued by the rows, would keep
+    -- the table from being altered or indexed before the commit ("pending trigger events").
+    IF EXISTS (SELECT FROM pg_constraint c
+               WHERE c.contype = 'f' AND c.conrelid = ANY (rels) AND NOT c.confrelid = ANY (rels)) THEN
+        RETURN NULL;
+    END IF;
     FOREACH rel IN ARRAY rels LOOP
         EXECUTE format('SELECT EXISTS (SELECT FROM %s)', rel) INTO full_;
         IF full_ THEN
