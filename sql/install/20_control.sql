@@ -132,14 +132,5 @@ CREATE TABLE squaresync.changes (
     after_raw  jsonb
 );
 CREATE INDEX ON squaresync.changes (run_id, table_name);
--- The images are compressed with lz4, several times faster than pglz, where the server has it
--- (PostgreSQL 14+ built with lz4, as Debian's is). raw mostly arrives compressed already, as stored.
-DO $$
-BEGIN
-    IF EXISTS (SELECT FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
-        ALTER TABLE squaresync.changes ALTER COLUMN before SET COMPRESSION lz4, ALTER COLUMN after SET COMPRESSION lz4,
-            ALTER COLUMN before_raw SET COMPRESSION lz4, ALTER COLUMN after_raw SET COMPRESSION lz4;
-    END IF;
-END
-$$;
+-- The images are compressed with lz4 where the server has it (30_apply.sql, with the raw columns).
 

@@ -63,22 +63,25 @@ $fn$;
 
 SELECT squaresync._stage_statistics();
 
--- raw, the whole object as Square sent it (kilobytes for an order), is compressed with lz4 where the
--- server has it (PostgreSQL 14+ built with lz4, as Debian's and PGDG's packages are; pglz otherwise),
--- in the square tables and their staging tables alike: compressing the orders' raw with pglz was a
--- fifth of the sync worker's time in a foundation, and lz4 compresses and reads it several times
--- faster, for ~15% more space. A value keeps the compression it was written with: the apply copies
--- the staged raw into the square tables as it is, and rows written before keep pglz until rewritten.
+-- The large jsonb columns are compressed with lz4 where the server has it (PostgreSQL 14+ built with
+-- lz4, as Debian's and PGDG's packages are; pglz otherwise): raw, the whole object as Square sent it
+-- (kilobytes for an order), in the square tables and their staging tables alike, and the audit's
+-- images. Compressing the orders' raw with pglz was a fifth of the sync worker's time in a
+-- foundation; lz4 compresses and reads it several times faster, for ~15% more space. A value keeps
+-- the compression it was written with: the apply copies the staged raw into the square tables (and
+-- the audit copies a row's raw) as it is, and values written before keep pglz until rewritten.
 DO $$
 DECLARE r record;
 BEGIN
     IF EXISTS (SELECT FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
-        FOR r IN SELECT c.oid::regclass AS rel
+        FOR r IN SELECT a.attrelid::regclass AS rel, a.attname
                  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-                 WHERE a.attname = 'raw' AND NOT a.attisdropped AND c.relkind = 'r'
-                   AND (c.relnamespace = 'square'::regnamespace
-                        OR (c.relnamespace = 'squaresync'::regnamespace AND c.relname LIKE 'stage\_%')) LOOP
-            EXECUTE format('ALTER TABLE %s ALTER COLUMN raw SET COMPRESSION lz4', r.rel);
+                 WHERE NOT a.attisdropped AND c.relkind = 'r'
+                   AND ((a.attname = 'raw' AND (c.relnamespace = 'square'::regnamespace
+                                                OR (c.relnamespace = 'squaresync'::regnamespace AND c.relname LIKE 'stage\_%')))
+                        OR (a.attrelid = 'squaresync.changes'::regclass
+                            AND a.attname IN ('before', 'after', 'before_raw', 'after_raw'))) LOOP
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET COMPRESSION lz4', r.rel, r.attname);
         END LOOP;
     END IF;
 END
