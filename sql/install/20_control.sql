@@ -16,7 +16,12 @@ CREATE TABLE squaresync.synced_tables (
     parent_column text,
     guard_column  text,
     tombstone     boolean NOT NULL DEFAULT false,
-    derived       boolean NOT NULL DEFAULT false
+    derived       boolean NOT NULL DEFAULT false,
+    -- The primary key columns but merchant_id (in key order), and the columns an apply compares and
+    -- copies (all others but merchant_id and synced_at, in column order): read from the catalog at
+    -- install and update (squaresync._set_column_lists()), not by every apply.
+    key_columns   text[],
+    data_columns  text[]
 );
 INSERT INTO squaresync.synced_tables VALUES
     ('locations',                     'locations',    1,  NULL, NULL, NULL, false, false),

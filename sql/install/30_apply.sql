@@ -20,27 +20,39 @@ END $$;
 -- deletes (or tombstones) with their audit entries. Unchanged rows are never written.
 --------------------------------------------------------------------------------------------------
 
--- Columns of a synced table that are compared and copied (everything but merchant_id, synced_at).
+-- Fills synced_tables.key_columns and data_columns from the catalog. Run by the install script and
+-- by every update script that changes a synced table's columns.
+CREATE FUNCTION squaresync._set_column_lists()
+RETURNS void LANGUAGE sql AS $$
+    UPDATE squaresync.synced_tables t
+       SET key_columns = (SELECT array_agg(a.attname::text ORDER BY k.ord)
+                          FROM pg_constraint c
+                          CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+                          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+                          WHERE c.conrelid = format('square.%I', t.table_name)::regclass AND c.contype = 'p'
+                            AND a.attname <> 'merchant_id'),
+           data_columns = (SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
+                           FROM pg_attribute a
+                           WHERE a.attrelid = format('square.%I', t.table_name)::regclass
+                             AND a.attnum > 0 AND NOT a.attisdropped
+                             AND a.attname NOT IN ('merchant_id', 'synced_at')
+                             AND a.attnum <> ALL ((SELECT c.conkey FROM pg_constraint c
+                                                   WHERE c.conrelid = a.attrelid AND c.contype = 'p')::int2[]));
+$$;
+SELECT squaresync._set_column_lists();
+
+-- Columns of a synced table that are compared and copied (everything but merchant_id, synced_at and
+-- the key), or with p_keys its key columns.
 CREATE FUNCTION squaresync._data_columns(p_table text, p_keys boolean)
 RETURNS text[] LANGUAGE sql STABLE AS $$
-    WITH k AS MATERIALIZED (SELECT squaresync._key_columns(p_table) AS keys)  -- once, not per column
-    SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
-    FROM pg_attribute a, k
-    WHERE a.attrelid = format('square.%I', p_table)::regclass
-      AND a.attnum > 0 AND NOT a.attisdropped
-      AND a.attname NOT IN ('merchant_id', 'synced_at')
-      AND (a.attname = ANY (k.keys)) = p_keys
+    SELECT CASE WHEN p_keys THEN key_columns ELSE data_columns END
+    FROM squaresync.synced_tables WHERE table_name = p_table
 $$;
 
 -- Primary key columns of a synced table, merchant_id excluded.
 CREATE FUNCTION squaresync._key_columns(p_table text)
 RETURNS text[] LANGUAGE sql STABLE AS $$
-    SELECT array_agg(a.attname::text ORDER BY k.ord)
-    FROM pg_constraint c
-    CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
-    JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
-    WHERE c.conrelid = format('square.%I', p_table)::regclass AND c.contype = 'p'
-      AND a.attname <> 'merchant_id'
+    SELECT key_columns FROM squaresync.synced_tables WHERE table_name = p_table
 $$;
 
 -- Sets the statistics targets of the staging tables (see above): 10 for what the apply joins on (the
@@ -97,8 +109,8 @@ CREATE FUNCTION squaresync._apply_table(p_run bigint, p_merchant text, p_table t
 RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
     d        squaresync.synced_tables%ROWTYPE;
-    keys     text[] := squaresync._key_columns(p_table);
-    cols     text[] := squaresync._data_columns(p_table, false);
+    keys     text[];
+    cols     text[];
     allc     text[];
     key_join text;
     s_cols   text;
@@ -111,13 +123,16 @@ DECLARE
     all_list text;
     pk_json  text;
     img      text;
-    has_raw  boolean := 'raw' = ANY (cols);
+    has_raw  boolean;
     q        text;
     result   jsonb;
     empty    boolean;
     staged   boolean;
 BEGIN
     SELECT * INTO STRICT d FROM squaresync.synced_tables WHERE table_name = p_table;
+    keys := d.key_columns;
+    cols := d.data_columns;
+    has_raw := 'raw' = ANY (cols);
     -- An incremental apply with nothing staged for the table (nor for its parent, whose re-read
     -- would replace its children) changes nothing: no statement to build, plan and run.
     IF NOT p_full AND p_scope_column IS NULL THEN

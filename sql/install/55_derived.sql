@@ -266,14 +266,15 @@ COMMENT ON TABLE square.square_item_library_export IS
     'override, else the variation''s); default_unit_cost_*, default_vendor_* : the variation''s first live vendor '
     'info by ordinal (vendor code = its SKU); enabled: the variation is present at the location; current_quantity: '
     'the IN_STOCK count at the location (NULL when Square has none); stock alert, track_inventory and sold_out: '
-    'the location override, else the variation. Rebuilt in full in the transaction of each run step that changed '
-    'catalog, inventory, vendor or location data: readers see the previous or the new library, never a partial one.';
+    'the location override, else the variation. Brought up to date in one transaction after each run that changed '
+    'catalog, inventory, vendor or location data (the rows of the variations it touched recomputed, or all of them): '
+    'readers see the previous or the new library, never a partial one.';
 
 -- Where a rebuild computes the library before replacing what changed (one writer at a time).
 CREATE UNLOGGED TABLE squaresync.build_item_library_export (LIKE square.square_item_library_export);
 
--- The item library computed from scratch from the synced tables.
-CREATE FUNCTION squaresync._item_library_rows(p_merchant text)
+-- The item library computed from the synced tables: all of it, or the rows of p_variations only.
+CREATE FUNCTION squaresync._item_library_rows(p_merchant text, p_variations text[] DEFAULT NULL)
 RETURNS SETOF square.square_item_library_export LANGUAGE sql STABLE AS $$
     -- Per item and per variation once (not once per location): category names, first vendor info.
     WITH cats AS (
@@ -282,18 +283,22 @@ RETURNS SETOF square.square_item_library_export LANGUAGE sql STABLE AS $$
         CROSS JOIN LATERAL unnest(i.category_ids) WITH ORDINALITY AS u(id, ord)
         JOIN square.catalog_categories c ON c.merchant_id = i.merchant_id AND c.id = u.id AND NOT c.is_deleted
         WHERE i.merchant_id = p_merchant
+          AND (p_variations IS NULL OR i.id IN (SELECT item_id FROM square.catalog_variations
+                                                WHERE merchant_id = p_merchant AND id = ANY (p_variations)))
         GROUP BY i.id
     ),
     vi AS (
         SELECT DISTINCT ON (x.variation_id) x.*
         FROM square.catalog_vendor_info x
         WHERE x.merchant_id = p_merchant AND NOT x.is_deleted
+          AND (p_variations IS NULL OR x.variation_id = ANY (p_variations))
         ORDER BY x.variation_id, x.ordinal NULLS LAST, x.id
     ),
     -- The IN_STOCK counts hashed once (an index probe per variation and location costs 3x more).
     inv AS MATERIALIZED (
         SELECT catalog_object_id, location_id, quantity FROM square.catalog_inventory
         WHERE merchant_id = p_merchant AND state = 'IN_STOCK'
+          AND (p_variations IS NULL OR catalog_object_id = ANY (p_variations))
     )
     SELECT a.merchant_id, a.variation_id, a.location_id, v.item_id,
            i.name, v.name, v.sku, i.description_plaintext,
@@ -323,14 +328,16 @@ RETURNS SETOF square.square_item_library_export LANGUAGE sql STABLE AS $$
     LEFT JOIN square.vendors vd ON vd.merchant_id = vi.merchant_id AND vd.id = vi.vendor_id
     LEFT JOIN inv ON inv.catalog_object_id = a.variation_id AND inv.location_id = a.location_id
     WHERE a.merchant_id = p_merchant AND NOT v.is_deleted AND NOT i.is_deleted
+      AND (p_variations IS NULL OR a.variation_id = ANY (p_variations))
 $$;
 
--- Rebuilds the export in the caller's transaction: computes the whole library and compares it with
--- the stored one in one pass (a full join on the key), then deletes the stored rows that vanished
--- or differ and inserts the new and changed ones (the export is never truncated: readers keep
--- seeing the previous library until the transaction commits). Only the differences are written,
--- the changed rows through the build table. Returns the rows written.
-CREATE FUNCTION squaresync._rebuild_item_library_export(p_merchant text)
+-- Brings the export up to date in the caller's transaction: computes the library (all of it, or the
+-- rows of p_variations only) and compares it with the stored rows in one pass (a full join on the
+-- key), then deletes the stored rows that vanished or differ and inserts the new and changed ones
+-- (the export is never truncated: readers keep seeing the previous library until the transaction
+-- commits). Only the differences are written, the changed rows through the build table. Returns the
+-- rows written.
+CREATE FUNCTION squaresync._rebuild_item_library_export(p_merchant text, p_variations text[] DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql
 -- The full join reads a whole library on each side: hashed, not merge-joined (which the planner
 -- picks on the fresh build table's estimates: it sorts both wide inputs first, 5x slower).
@@ -348,8 +355,9 @@ BEGIN
     WITH d AS MATERIALIZED (
         SELECT CASE WHEN n.merchant_id IS NOT NULL THEN n::square.square_item_library_export END AS n,
                e.variation_id AS e_var, e.location_id AS e_loc
-        FROM (SELECT * FROM squaresync._item_library_rows(p_merchant)) n
-        FULL JOIN (SELECT * FROM square.square_item_library_export WHERE merchant_id = p_merchant) e
+        FROM (SELECT * FROM squaresync._item_library_rows(p_merchant, p_variations)) n
+        FULL JOIN (SELECT * FROM square.square_item_library_export
+                   WHERE merchant_id = p_merchant AND (p_variations IS NULL OR variation_id = ANY (p_variations))) e
                ON e.variation_id = n.variation_id AND e.location_id = n.location_id
         WHERE ROW(n.*) IS DISTINCT FROM ROW(e.*)
     ),
@@ -367,6 +375,45 @@ BEGIN
     RETURN jsonb_build_object('deleted', n_del, 'inserted', n_ins);
 END
 $fn$;
+
+-- The variations whose export rows a run's changes can have changed: those it changed, their
+-- availability and counts; the variations of the items it changed, of the items in a category it
+-- changed, of the vendor infos it changed (where they point now and pointed before) and of the vendor
+-- infos of the vendors it changed. Every input of _item_library_rows but the locations, whose
+-- changes touch every variation.
+CREATE FUNCTION squaresync._export_variations(p_run bigint, p_merchant text)
+RETURNS text[] LANGUAGE sql STABLE AS $$
+    WITH ch AS MATERIALIZED (
+        SELECT c.table_name, c.pk ->> CASE c.table_name WHEN 'catalog_location_availability' THEN 'variation_id'
+                                                        WHEN 'catalog_inventory' THEN 'catalog_object_id'
+                                                        ELSE 'id' END AS id,
+               c.before ->> 'variation_id' AS before_var, c.after ->> 'variation_id' AS after_var
+        FROM squaresync.changes c
+        WHERE c.run_id = p_run
+          AND c.table_name IN ('catalog_categories', 'catalog_items', 'catalog_variations', 'catalog_vendor_info',
+                               'catalog_location_availability', 'catalog_inventory', 'vendors')
+    )
+    SELECT coalesce(array_agg(DISTINCT v.id), '{}') FROM (
+        SELECT id FROM ch WHERE table_name IN ('catalog_variations', 'catalog_location_availability', 'catalog_inventory')
+        UNION ALL
+        SELECT unnest(ARRAY[before_var, after_var]) FROM ch WHERE table_name = 'catalog_vendor_info'
+        UNION ALL
+        SELECT x.variation_id FROM ch JOIN square.catalog_vendor_info x ON x.merchant_id = p_merchant AND x.id = ch.id
+        WHERE ch.table_name = 'catalog_vendor_info'
+        UNION ALL
+        SELECT x.variation_id FROM ch JOIN square.catalog_vendor_info x ON x.merchant_id = p_merchant AND x.vendor_id = ch.id
+        WHERE ch.table_name = 'vendors'
+        UNION ALL
+        SELECT v.id FROM square.catalog_variations v
+        WHERE v.merchant_id = p_merchant AND v.item_id IN (
+            SELECT id FROM ch WHERE table_name = 'catalog_items'
+            UNION ALL
+            SELECT i.id FROM ch JOIN square.catalog_items i ON i.merchant_id = p_merchant
+                AND (ch.id = ANY (i.category_ids) OR ch.id = i.reporting_category_id)
+            WHERE ch.table_name = 'catalog_categories')
+    ) v(id)
+    WHERE v.id IS NOT NULL
+$$;
 
 -- Appends the inventory history of a run: its inserted counts and the updates that changed a
 -- count's quantity or calculated_at.
@@ -427,14 +474,37 @@ END
 $fn$;
 
 -- Called once the catalog side of a run is applied (by its apply worker, or by the sync worker),
--- in its own transaction, and by a rollback: the item library export is rebuilt once per run, when
--- it changed locations, catalog, inventory or vendors. Marks the run's derived_at.
+-- in its own transaction, and by a rollback: brings the item library export up to date, once per
+-- run, and marks the run's derived_at. An incremental run that follows a run which did so (its
+-- derived_at is set) recomputes the rows of the variations its changes touch
+-- (_export_variations), which gives the export a from-scratch build would; the whole library is
+-- recomputed after a foundation, a rollback, a change of locations, more than a quarter of the
+-- variations touched, or a previous run that did not bring the export up to date (it failed,
+-- was killed, or the rebuild failed).
 CREATE FUNCTION squaresync._after_run(p_run bigint, p_merchant text)
 RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_kind  text;
+    current boolean;
+    vars    text[];
 BEGIN
-    IF squaresync._run_changed(p_run, array(SELECT table_name FROM squaresync.synced_tables
-                                            WHERE stream IN ('locations', 'catalog', 'inventory', 'vendors'))) THEN
+    SELECT kind INTO v_kind FROM squaresync.sync_runs WHERE id = p_run;
+    current := coalesce((SELECT derived_at IS NOT NULL FROM squaresync.sync_runs
+                         WHERE id < p_run ORDER BY id DESC LIMIT 1), false);
+    IF v_kind = 'incremental' AND current AND NOT squaresync._run_changed(p_run, '{locations}') THEN
+        vars := squaresync._export_variations(p_run, p_merchant);
+        IF cardinality(vars) * 4 > (SELECT count(*) FROM square.catalog_variations WHERE merchant_id = p_merchant) THEN
+            vars := NULL;
+        END IF;
+        IF vars IS NULL OR cardinality(vars) > 0 THEN
+            PERFORM squaresync._rebuild_item_library_export(p_merchant, vars);
+            RAISE DEBUG 'squaresync: run %: item library export %', p_run,
+                CASE WHEN vars IS NULL THEN 'recomputed in full' ELSE format('recomputed for %s variations', cardinality(vars)) END;
+        END IF;
+    ELSIF NOT current OR squaresync._run_changed(p_run, array(SELECT table_name FROM squaresync.synced_tables
+                                                               WHERE stream IN ('locations', 'catalog', 'inventory', 'vendors'))) THEN
         PERFORM squaresync._rebuild_item_library_export(p_merchant);
+        RAISE DEBUG 'squaresync: run %: item library export recomputed in full', p_run;
     END IF;
     UPDATE squaresync.sync_runs SET derived_at = clock_timestamp() WHERE id = p_run;
 END

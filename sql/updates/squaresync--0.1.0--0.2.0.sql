@@ -167,8 +167,9 @@ RETURNS SETOF square.square_sales LANGUAGE sql STABLE AS $$
 $$;
 
 -- 55_derived.sql: the item library's category names and first vendor info computed once per item
--- and variation, not once per location.
-CREATE OR REPLACE FUNCTION squaresync._item_library_rows(p_merchant text)
+-- and variation, not once per location; all of the library or the rows of some variations.
+DROP FUNCTION squaresync._item_library_rows(text);
+CREATE FUNCTION squaresync._item_library_rows(p_merchant text, p_variations text[] DEFAULT NULL)
 RETURNS SETOF square.square_item_library_export LANGUAGE sql STABLE AS $$
     -- Per item and per variation once (not once per location): category names, first vendor info.
     WITH cats AS (
@@ -177,18 +178,22 @@ RETURNS SETOF square.square_item_library_export LANGUAGE sql STABLE AS $$
         CROSS JOIN LATERAL unnest(i.category_ids) WITH ORDINALITY AS u(id, ord)
         JOIN square.catalog_categories c ON c.merchant_id = i.merchant_id AND c.id = u.id AND NOT c.is_deleted
         WHERE i.merchant_id = p_merchant
+          AND (p_variations IS NULL OR i.id IN (SELECT item_id FROM square.catalog_variations
+                                                WHERE merchant_id = p_merchant AND id = ANY (p_variations)))
         GROUP BY i.id
     ),
     vi AS (
         SELECT DISTINCT ON (x.variation_id) x.*
         FROM square.catalog_vendor_info x
         WHERE x.merchant_id = p_merchant AND NOT x.is_deleted
+          AND (p_variations IS NULL OR x.variation_id = ANY (p_variations))
         ORDER BY x.variation_id, x.ordinal NULLS LAST, x.id
     ),
     -- The IN_STOCK counts hashed once (an index probe per variation and location costs 3x more).
     inv AS MATERIALIZED (
         SELECT catalog_object_id, location_id, quantity FROM square.catalog_inventory
         WHERE merchant_id = p_merchant AND state = 'IN_STOCK'
+          AND (p_variations IS NULL OR catalog_object_id = ANY (p_variations))
     )
     SELECT a.merchant_id, a.variation_id, a.location_id, v.item_id,
            i.name, v.name, v.sku, i.description_plaintext,
@@ -218,7 +223,9 @@ RETURNS SETOF square.square_item_library_export LANGUAGE sql STABLE AS $$
     LEFT JOIN square.vendors vd ON vd.merchant_id = vi.merchant_id AND vd.id = vi.vendor_id
     LEFT JOIN inv ON inv.catalog_object_id = a.variation_id AND inv.location_id = a.location_id
     WHERE a.merchant_id = p_merchant AND NOT v.is_deleted AND NOT i.is_deleted
+      AND (p_variations IS NULL OR a.variation_id = ANY (p_variations))
 $$;
+REVOKE ALL ON FUNCTION squaresync._item_library_rows(text, text[]) FROM PUBLIC;
 
 -- 30_apply.sql: a synced table is analyzed after its first rows too.
 CREATE OR REPLACE FUNCTION squaresync._analyze_if_large(p_schema text, p_table text, p_counts jsonb)
@@ -243,16 +250,36 @@ END
 $fn$;
 ALTER FUNCTION squaresync._analyze_if_large(text, text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
--- 30_apply.sql: the key columns looked up once per call; empty staging tables not truncated.
+-- 20_control.sql, 30_apply.sql: each synced table's key and data columns read from the catalog once,
+-- into synced_tables, not by every apply; empty staging tables not truncated.
+ALTER TABLE squaresync.synced_tables ADD COLUMN key_columns text[], ADD COLUMN data_columns text[];
+CREATE FUNCTION squaresync._set_column_lists()
+RETURNS void LANGUAGE sql AS $$
+    UPDATE squaresync.synced_tables t
+       SET key_columns = (SELECT array_agg(a.attname::text ORDER BY k.ord)
+                          FROM pg_constraint c
+                          CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+                          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+                          WHERE c.conrelid = format('square.%I', t.table_name)::regclass AND c.contype = 'p'
+                            AND a.attname <> 'merchant_id'),
+           data_columns = (SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
+                           FROM pg_attribute a
+                           WHERE a.attrelid = format('square.%I', t.table_name)::regclass
+                             AND a.attnum > 0 AND NOT a.attisdropped
+                             AND a.attname NOT IN ('merchant_id', 'synced_at')
+                             AND a.attnum <> ALL ((SELECT c.conkey FROM pg_constraint c
+                                                   WHERE c.conrelid = a.attrelid AND c.contype = 'p')::int2[]));
+$$;
+SELECT squaresync._set_column_lists();
+REVOKE ALL ON FUNCTION squaresync._set_column_lists() FROM PUBLIC;
+CREATE OR REPLACE FUNCTION squaresync._key_columns(p_table text)
+RETURNS text[] LANGUAGE sql STABLE AS $$
+    SELECT key_columns FROM squaresync.synced_tables WHERE table_name = p_table
+$$;
 CREATE OR REPLACE FUNCTION squaresync._data_columns(p_table text, p_keys boolean)
 RETURNS text[] LANGUAGE sql STABLE AS $$
-    WITH k AS MATERIALIZED (SELECT squaresync._key_columns(p_table) AS keys)  -- once, not per column
-    SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
-    FROM pg_attribute a, k
-    WHERE a.attrelid = format('square.%I', p_table)::regclass
-      AND a.attnum > 0 AND NOT a.attisdropped
-      AND a.attname NOT IN ('merchant_id', 'synced_at')
-      AND (a.attname = ANY (k.keys)) = p_keys
+    SELECT CASE WHEN p_keys THEN key_columns ELSE data_columns END
+    FROM squaresync.synced_tables WHERE table_name = p_table
 $$;
 CREATE OR REPLACE FUNCTION squaresync._clear_staging(p_stream text)
 RETURNS void LANGUAGE plpgsql AS $fn$
@@ -282,8 +309,8 @@ CREATE FUNCTION squaresync._apply_table(p_run bigint, p_merchant text, p_table t
 RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
     d        squaresync.synced_tables%ROWTYPE;
-    keys     text[] := squaresync._key_columns(p_table);
-    cols     text[] := squaresync._data_columns(p_table, false);
+    keys     text[];
+    cols     text[];
     allc     text[];
     key_join text;
     s_cols   text;
@@ -296,13 +323,16 @@ DECLARE
     all_list text;
     pk_json  text;
     img      text;
-    has_raw  boolean := 'raw' = ANY (cols);
+    has_raw  boolean;
     q        text;
     result   jsonb;
     empty    boolean;
     staged   boolean;
 BEGIN
     SELECT * INTO STRICT d FROM squaresync.synced_tables WHERE table_name = p_table;
+    keys := d.key_columns;
+    cols := d.data_columns;
+    has_raw := 'raw' = ANY (cols);
     -- An incremental apply with nothing staged for the table (nor for its parent, whose re-read
     -- would replace its children) changes nothing: no statement to build, plan and run.
     IF NOT p_full AND p_scope_column IS NULL THEN
@@ -873,8 +903,20 @@ BEGIN
 END
 $$;
 
--- 55_derived.sql: the item library export's build table is truncated, not deleted from.
-CREATE OR REPLACE FUNCTION squaresync._rebuild_item_library_export(p_merchant text)
+-- 55_derived.sql: the item library export's build table is truncated, not deleted from; an
+-- incremental run recomputes the rows of the variations it touched (_export_variations, _after_run).
+COMMENT ON TABLE square.square_item_library_export IS
+    'The item library in the shape of Square''s item library export, one row per live variation (of a live item) '
+    'and location (Square''s per-location columns become rows). variation_id is the export''s Token; categories: '
+    'the item''s category names, comma separated, in the item''s order; price_*: the location''s price (its '
+    'override, else the variation''s); default_unit_cost_*, default_vendor_* : the variation''s first live vendor '
+    'info by ordinal (vendor code = its SKU); enabled: the variation is present at the location; current_quantity: '
+    'the IN_STOCK count at the location (NULL when Square has none); stock alert, track_inventory and sold_out: '
+    'the location override, else the variation. Brought up to date in one transaction after each run that changed '
+    'catalog, inventory, vendor or location data (the rows of the variations it touched recomputed, or all of them): '
+    'readers see the previous or the new library, never a partial one.';
+DROP FUNCTION squaresync._rebuild_item_library_export(text);
+CREATE FUNCTION squaresync._rebuild_item_library_export(p_merchant text, p_variations text[] DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql
 -- The full join reads a whole library on each side: hashed, not merge-joined (which the planner
 -- picks on the fresh build table's estimates: it sorts both wide inputs first, 5x slower).
@@ -892,8 +934,9 @@ BEGIN
     WITH d AS MATERIALIZED (
         SELECT CASE WHEN n.merchant_id IS NOT NULL THEN n::square.square_item_library_export END AS n,
                e.variation_id AS e_var, e.location_id AS e_loc
-        FROM (SELECT * FROM squaresync._item_library_rows(p_merchant)) n
-        FULL JOIN (SELECT * FROM square.square_item_library_export WHERE merchant_id = p_merchant) e
+        FROM (SELECT * FROM squaresync._item_library_rows(p_merchant, p_variations)) n
+        FULL JOIN (SELECT * FROM square.square_item_library_export
+                   WHERE merchant_id = p_merchant AND (p_variations IS NULL OR variation_id = ANY (p_variations))) e
                ON e.variation_id = n.variation_id AND e.location_id = n.location_id
         WHERE ROW(n.*) IS DISTINCT FROM ROW(e.*)
     ),
@@ -911,6 +954,47 @@ BEGIN
     RETURN jsonb_build_object('deleted', n_del, 'inserted', n_ins);
 END
 $fn$;
+
+-- The variations whose export rows a run's changes can have changed: those it changed, their
+-- availability and counts; the variations of the items it changed, of the items in a category it
+-- changed, of the vendor infos it changed (where they point now and pointed before) and of the vendor
+-- infos of the vendors it changed. Every input of _item_library_rows but the locations, whose
+-- changes touch every variation.
+CREATE FUNCTION squaresync._export_variations(p_run bigint, p_merchant text)
+RETURNS text[] LANGUAGE sql STABLE AS $$
+    WITH ch AS MATERIALIZED (
+        SELECT c.table_name, c.pk ->> CASE c.table_name WHEN 'catalog_location_availability' THEN 'variation_id'
+                                                        WHEN 'catalog_inventory' THEN 'catalog_object_id'
+                                                        ELSE 'id' END AS id,
+               c.before ->> 'variation_id' AS before_var, c.after ->> 'variation_id' AS after_var
+        FROM squaresync.changes c
+        WHERE c.run_id = p_run
+          AND c.table_name IN ('catalog_categories', 'catalog_items', 'catalog_variations', 'catalog_vendor_info',
+                               'catalog_location_availability', 'catalog_inventory', 'vendors')
+    )
+    SELECT coalesce(array_agg(DISTINCT v.id), '{}') FROM (
+        SELECT id FROM ch WHERE table_name IN ('catalog_variations', 'catalog_location_availability', 'catalog_inventory')
+        UNION ALL
+        SELECT unnest(ARRAY[before_var, after_var]) FROM ch WHERE table_name = 'catalog_vendor_info'
+        UNION ALL
+        SELECT x.variation_id FROM ch JOIN square.catalog_vendor_info x ON x.merchant_id = p_merchant AND x.id = ch.id
+        WHERE ch.table_name = 'catalog_vendor_info'
+        UNION ALL
+        SELECT x.variation_id FROM ch JOIN square.catalog_vendor_info x ON x.merchant_id = p_merchant AND x.vendor_id = ch.id
+        WHERE ch.table_name = 'vendors'
+        UNION ALL
+        SELECT v.id FROM square.catalog_variations v
+        WHERE v.merchant_id = p_merchant AND v.item_id IN (
+            SELECT id FROM ch WHERE table_name = 'catalog_items'
+            UNION ALL
+            SELECT i.id FROM ch JOIN square.catalog_items i ON i.merchant_id = p_merchant
+                AND (ch.id = ANY (i.category_ids) OR ch.id = i.reporting_category_id)
+            WHERE ch.table_name = 'catalog_categories')
+    ) v(id)
+    WHERE v.id IS NOT NULL
+$$;
+REVOKE ALL ON FUNCTION squaresync._rebuild_item_library_export(text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION squaresync._export_variations(bigint, text) FROM PUBLIC;
 
 -- 60_audit.sql: diff() reads raw from before_raw and after_raw too.
 CREATE FUNCTION squaresync._with_raw(p_image jsonb, p_raw jsonb)
@@ -963,10 +1047,28 @@ ALTER TABLE squaresync.sync_runs ADD COLUMN derived_at timestamptz;
 -- it changed locations, catalog, inventory or vendors. Marks the run's derived_at.
 CREATE OR REPLACE FUNCTION squaresync._after_run(p_run bigint, p_merchant text)
 RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_kind  text;
+    current boolean;
+    vars    text[];
 BEGIN
-    IF squaresync._run_changed(p_run, array(SELECT table_name FROM squaresync.synced_tables
-                                            WHERE stream IN ('locations', 'catalog', 'inventory', 'vendors'))) THEN
+    SELECT kind INTO v_kind FROM squaresync.sync_runs WHERE id = p_run;
+    current := coalesce((SELECT derived_at IS NOT NULL FROM squaresync.sync_runs
+                         WHERE id < p_run ORDER BY id DESC LIMIT 1), false);
+    IF v_kind = 'incremental' AND current AND NOT squaresync._run_changed(p_run, '{locations}') THEN
+        vars := squaresync._export_variations(p_run, p_merchant);
+        IF cardinality(vars) * 4 > (SELECT count(*) FROM square.catalog_variations WHERE merchant_id = p_merchant) THEN
+            vars := NULL;
+        END IF;
+        IF vars IS NULL OR cardinality(vars) > 0 THEN
+            PERFORM squaresync._rebuild_item_library_export(p_merchant, vars);
+            RAISE DEBUG 'squaresync: run %: item library export %', p_run,
+                CASE WHEN vars IS NULL THEN 'recomputed in full' ELSE format('recomputed for %s variations', cardinality(vars)) END;
+        END IF;
+    ELSIF NOT current OR squaresync._run_changed(p_run, array(SELECT table_name FROM squaresync.synced_tables
+                                                               WHERE stream IN ('locations', 'catalog', 'inventory', 'vendors'))) THEN
         PERFORM squaresync._rebuild_item_library_export(p_merchant);
+        RAISE DEBUG 'squaresync: run %: item library export recomputed in full', p_run;
     END IF;
     UPDATE squaresync.sync_runs SET derived_at = clock_timestamp() WHERE id = p_run;
 END

@@ -1,9 +1,12 @@
 """test_derived.py: the internal, historical and export tables end to end (issue 6): daily sales
 kept incrementally equal a from-scratch aggregation, the item library export equals a fresh build
-and a reader never sees it empty, the inventory history records exactly the counts that changed,
+(an incremental run recomputing the rows of the variations it touched) and a reader never sees it empty, the inventory history records exactly the counts that changed,
 and the seller's operating seasons survive every sync and rollback."""
 import decimal
+import re
 import threading
+
+import pytest
 
 from fakesquare import assert_matches_fake
 
@@ -125,6 +128,111 @@ def test_export_equals_a_fresh_build_and_readers_never_see_it_empty(db, fake, cl
                    " JOIN square.catalog_inventory c ON c.catalog_object_id = e.variation_id AND"
                    " c.location_id = e.location_id AND c.state = 'IN_STOCK'").fetchall()
     assert q and all(r[0] for r in q)
+
+
+FRESH_EXPORT = "SELECT * FROM squaresync._item_library_rows((SELECT merchant_id FROM squaresync.connection))"
+
+
+def outside(export, touched):
+    return {r for r in export if r[1] not in touched}
+
+
+def export_scope(cluster, log_from, run):
+    """How _after_run brought the export up to date for a run, from its DEBUG line: 'full' or the
+    number of variations recomputed; None when it had nothing to do."""
+    found = re.findall(r"squaresync: run %d: item library export recomputed (in full|for (\d+) variations)" % run,
+                       cluster.log_text()[log_from:])
+    assert len(found) <= 1, found
+    return None if not found else ("full" if found[0][0] == "in full" else int(found[0][1]))
+
+
+@pytest.fixture
+def debug_log(db):
+    """The workers of the test database log at DEBUG1 (where _after_run says what it recomputed)."""
+    db.execute("ALTER DATABASE postgres SET log_min_messages = debug1")
+    yield
+    db.execute("ALTER DATABASE postgres RESET log_min_messages")
+
+
+def test_an_incremental_run_recomputes_the_export_rows_of_the_variations_it_touched(db, fake, cluster, debug_log):
+    db.execute("SELECT squaresync.foundation()")
+    m = db.execute("SELECT merchant_id FROM squaresync.connection").fetchone()[0]
+    days = [
+        {"catalog_items": {"update": 1}},
+        {"catalog_variations": {"update": 1, "create": 1, "delete": 1}},
+        {"inventory_counts": {"update": 3, "create": 2}},
+        {"catalog_items": {"create": 1, "delete": 1}},
+        {"catalog_categories": {"update": 1}},
+        {"catalog_categories": {"create": 1, "delete": 1}},
+        {"vendors": {"update": 1, "create": 1}},
+        {"catalog_variations": {"delete": 2}},
+        {"orders": {"update": 2}},
+        {"catalog_items": {"update": 1}, "catalog_variations": {"update": 1}, "inventory_counts": {"update": 2}},
+    ]
+    scopes = []
+    for spec in days:
+        before = export_rows(db)
+        changed = fake.mutate(spec)
+        log_from = len(cluster.log_text())
+        run = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+        after = export_rows(db)
+        assert after == rows(db, FRESH_EXPORT), spec
+        touched = set(db.execute("SELECT squaresync._export_variations(%s, %s)", (run, m)).fetchone()[0])
+        # Sound: the run changed no export row outside the variations it touched ...
+        assert outside(after, touched) == outside(before, touched), spec
+        # ... and those include every variation the fake changed, and those of the items it changed.
+        want = set(changed["catalog_variations"]["updated"] + changed["catalog_variations"]["created"]
+                   + changed["catalog_variations"]["deleted"])
+        want |= {k.split(":")[0] for k in changed["inventory_counts"]["updated"] + changed["inventory_counts"]["created"]}
+        items = changed["catalog_items"]["updated"] + changed["catalog_items"]["deleted"]
+        want |= {r[0] for r in db.execute("SELECT id FROM square.catalog_variations WHERE item_id = ANY (%s)",
+                                          (items,)).fetchall()}
+        assert want <= touched, (spec, want - touched)
+        n_var = db.execute("SELECT count(*) FROM square.catalog_variations").fetchone()[0]
+        scope = export_scope(cluster, log_from, run)
+        if not touched:
+            assert scope is None, (spec, scope)  # nothing to recompute
+        elif 4 * len(touched) <= n_var:
+            assert scope == len(touched), (spec, scope, len(touched))
+        else:
+            assert scope == "full", (spec, scope, len(touched), n_var)  # most of the library: all of it
+        scopes.append(scope)
+    assert sum(isinstance(s, int) for s in scopes) >= 4, scopes
+
+
+def test_after_a_run_that_left_the_export_behind_the_next_run_recomputes_all_of_it(db, fake, cluster, debug_log):
+    db.execute("SELECT squaresync.foundation()")
+    # The export's rebuild fails (a lock held on it outlasts squaresync.lock_timeout): the catalog
+    # side is applied, the export is not, and the run is partial.
+    fake.mutate({"catalog_items": {"update": 2}, "inventory_counts": {"update": 2}})
+    db.execute("ALTER SYSTEM SET squaresync.lock_timeout = '1s'")
+    db.execute("SELECT pg_reload_conf()")
+    holder = cluster.connect(autocommit=False)
+    holder.execute("LOCK TABLE square.square_item_library_export IN SHARE MODE")
+    try:
+        with pytest.raises(Exception, match="partly failed"):
+            db.execute("SELECT squaresync.incremental()")
+    finally:
+        holder.rollback()
+        holder.close()
+        db.execute("ALTER SYSTEM RESET squaresync.lock_timeout")
+        db.execute("SELECT pg_reload_conf()")
+    run, status, error, derived = db.execute("SELECT id, status, error, derived_at FROM squaresync.sync_runs"
+                                             " ORDER BY id DESC LIMIT 1").fetchone()
+    assert status == "partial" and "item library export was not rebuilt" in error and derived is None, error
+    assert export_rows(db) != rows(db, FRESH_EXPORT)
+    # The next run touches one other variation, yet brings all of the export up to date.
+    fake.mutate({"inventory_counts": {"update": 1}})
+    log_from = len(cluster.log_text())
+    nxt = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    assert export_scope(cluster, log_from, nxt) == "full"
+    assert export_rows(db) == rows(db, FRESH_EXPORT)
+    # And the run after that one recomputes only what it touched again.
+    fake.mutate({"inventory_counts": {"update": 1}})
+    log_from = len(cluster.log_text())
+    third = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    assert export_scope(cluster, log_from, third) == 1
+    assert export_rows(db) == rows(db, FRESH_EXPORT)
 
 
 def test_inventory_history_records_exactly_the_counts_that_changed(db, fake):

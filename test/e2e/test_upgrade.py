@@ -1,7 +1,7 @@
 """test_upgrade.py: the upgrade path. An installation of release 0.1.0 with synced data and the
 seller's own rows, updated with ALTER EXTENSION UPDATE, keeps every row and ends with exactly the
 objects a fresh CREATE EXTENSION builds (every table, column, constraint, index, view and function
-compared), so an update script can never lag behind sql/install."""
+compared, and the rows of squaresync.synced_tables), so an update script can never lag behind sql/install."""
 
 from fakesquare import assert_matches_fake
 
@@ -26,6 +26,8 @@ SELECT 'table', c.oid::regclass::text, concat_ws(' ', c.relkind, c.relpersistenc
   FROM pg_class c WHERE c.relnamespace IN ('square'::regnamespace, 'squaresync'::regnamespace)
 UNION ALL
 SELECT 'dumped', x::regclass::text, '' FROM pg_extension e, unnest(e.extconfig) x WHERE e.extname = 'squaresync'
+UNION ALL
+SELECT 'synced_tables row', t.table_name, row_to_json(t)::text FROM squaresync.synced_tables t
 """
 
 
