@@ -2,6 +2,7 @@
 # day) and "snapshot" (the truth a synced database must equal).  Owns every object the fake serves.
 # Standard library only.
 import datetime
+import itertools
 import json
 import random
 import threading
@@ -168,14 +169,17 @@ class Dataset:
         self._generate()
 
     def orders_in(self, location_ids):
-        """The orders of these locations, through an index by location built once per generation
-        (a search reads one location's orders, not all of them)."""
+        """The orders of these locations, through an index by location (a search reads one
+        location's orders, not all of them), extended as orders are added: an order is never
+        removed and never changes location, and self.orders keeps the order of insertion."""
         idx = self._orders_by_loc
-        if idx is None or idx[0] != (self.generation, len(self.orders)):
-            by = {}
-            for rec in self.orders.values():
+        if idx is None:
+            idx = self._orders_by_loc = [0, {}]
+        if idx[0] != len(self.orders):
+            by = idx[1]
+            for rec in itertools.islice(self.orders.values(), idx[0], None):
                 by.setdefault(rec.location_id, []).append(rec)
-            idx = self._orders_by_loc = ((self.generation, len(self.orders)), by)
+            idx[0] = len(self.orders)
         return [rec for lid in location_ids for rec in idx[1].get(lid, ())]
 
     # ------------------------------------------------------------------ ids & time
