@@ -557,11 +557,18 @@ $fn$;
 CREATE FUNCTION squaresync._clear_staging(p_stream text)
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
-    t  text;
-    n  bigint;
+    t      text;
+    n      bigint;
+    filled text[];
 BEGIN
-    FOR t IN SELECT table_name FROM squaresync.synced_tables
-             WHERE p_stream IS NULL OR stream = p_stream LOOP
+    -- The staging tables that hold rows, found by one statement (not one per table), read whole
+    -- before any is emptied (TRUNCATE refuses a table an open cursor reads).
+    EXECUTE coalesce((SELECT 'SELECT array_agg(t) FROM ('
+                             || string_agg(format('SELECT %L::text WHERE EXISTS (SELECT FROM squaresync.%I)',
+                                                  table_name, 'stage_' || table_name), ' UNION ALL ') || ') x(t)'
+                      FROM squaresync.synced_tables WHERE p_stream IS NULL OR stream = p_stream),
+                     'SELECT NULL::text[]') INTO filled;
+    FOREACH t IN ARRAY coalesce(filled, '{}') LOOP
         EXECUTE format('SELECT count(*) FROM (SELECT FROM squaresync.%I LIMIT 5001) x', 'stage_' || t) INTO n;
         IF n > 5000 THEN
             EXECUTE format('TRUNCATE squaresync.%I', 'stage_' || t);

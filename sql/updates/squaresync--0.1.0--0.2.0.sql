@@ -284,11 +284,18 @@ $$;
 CREATE OR REPLACE FUNCTION squaresync._clear_staging(p_stream text)
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
-    t  text;
-    n  bigint;
+    t      text;
+    n      bigint;
+    filled text[];
 BEGIN
-    FOR t IN SELECT table_name FROM squaresync.synced_tables
-             WHERE p_stream IS NULL OR stream = p_stream LOOP
+    -- The staging tables that hold rows, found by one statement (not one per table), read whole
+    -- before any is emptied (TRUNCATE refuses a table an open cursor reads).
+    EXECUTE coalesce((SELECT 'SELECT array_agg(t) FROM ('
+                             || string_agg(format('SELECT %L::text WHERE EXISTS (SELECT FROM squaresync.%I)',
+                                                  table_name, 'stage_' || table_name), ' UNION ALL ') || ') x(t)'
+                      FROM squaresync.synced_tables WHERE p_stream IS NULL OR stream = p_stream),
+                     'SELECT NULL::text[]') INTO filled;
+    FOREACH t IN ARRAY coalesce(filled, '{}') LOOP
         EXECUTE format('SELECT count(*) FROM (SELECT FROM squaresync.%I LIMIT 5001) x', 'stage_' || t) INTO n;
         IF n > 5000 THEN
             EXECUTE format('TRUNCATE squaresync.%I', 'stage_' || t);
@@ -711,7 +718,8 @@ BEGIN
 END
 $fn$;
 
--- 55_derived.sql: square_sales rows of the touched pairs deleted through the index.
+-- 55_derived.sql: square_sales rows of the touched pairs read through the index; only the rows that
+-- differ from the recomputed ones are written.
 CREATE OR REPLACE FUNCTION squaresync._refresh_sales(p_run bigint, p_merchant text)
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -759,11 +767,40 @@ BEGIN
     locs := coalesce(locs, '{}');
     days := coalesce(days, '{}');
     whole := coalesce(whole, '{}');
-    DELETE FROM square.square_sales s WHERE s.merchant_id = p_merchant AND s.location_id = ANY (whole);
-    DELETE FROM square.square_sales s  -- pair by pair, through the (merchant_id, location_id, sale_date) index
-    USING (SELECT DISTINCT * FROM unnest(locs, days)) p(location_id, day)
-    WHERE s.merchant_id = p_merchant AND s.location_id = p.location_id AND s.sale_date = p.day;
-    INSERT INTO square.square_sales SELECT * FROM squaresync._sales_rows(p_merchant, locs, days, whole);
+    -- The touched days' rows recomputed and compared with the stored ones: only those that differ
+    -- are written (a run every few minutes recomputes today's rows, most of them as they were).
+    WITH n AS MATERIALIZED (
+        SELECT * FROM squaresync._sales_rows(p_merchant, locs, days, whole)
+    ),
+    o AS MATERIALIZED (
+        SELECT s.* FROM square.square_sales s WHERE s.merchant_id = p_merchant AND s.location_id = ANY (whole)
+        UNION ALL
+        SELECT s.* FROM square.square_sales s  -- pair by pair, through the (merchant_id, location_id, sale_date) index
+        JOIN (SELECT DISTINCT * FROM unnest(locs, days) AS u(location_id, day) WHERE NOT (u.location_id = ANY (whole))) p
+          ON s.merchant_id = p_merchant AND s.location_id = p.location_id AND s.sale_date = p.day
+    ),
+    d AS MATERIALIZED (
+        SELECT n, o.sale_date AS o_date, o.location_id AS o_loc, o.variation_id AS o_var
+        FROM n FULL JOIN o ON o.sale_date = n.sale_date AND o.location_id = n.location_id
+                          AND o.variation_id = n.variation_id
+        WHERE ROW(n.*) IS DISTINCT FROM ROW(o.*)
+    ),
+    del AS (
+        DELETE FROM square.square_sales s USING d
+        WHERE (d.n).merchant_id IS NULL AND s.merchant_id = p_merchant AND s.sale_date = d.o_date
+          AND s.location_id = d.o_loc AND s.variation_id = d.o_var
+    ),
+    upd AS (
+        UPDATE square.square_sales s
+           SET (currency, orders, quantity_sold, gross_sales_amount, discounts_amount, returned_quantity,
+                returns_amount, net_sales_amount)
+             = ((d.n).currency, (d.n).orders, (d.n).quantity_sold, (d.n).gross_sales_amount, (d.n).discounts_amount,
+                (d.n).returned_quantity, (d.n).returns_amount, (d.n).net_sales_amount)
+          FROM d
+         WHERE (d.n).merchant_id IS NOT NULL AND d.o_date IS NOT NULL AND s.merchant_id = p_merchant
+           AND s.sale_date = d.o_date AND s.location_id = d.o_loc AND s.variation_id = d.o_var
+    )
+    INSERT INTO square.square_sales SELECT (d.n).* FROM d WHERE (d.n).merchant_id IS NOT NULL AND d.o_date IS NULL;
 END
 $fn$;
 

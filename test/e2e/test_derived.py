@@ -60,6 +60,11 @@ def test_sales_kept_incrementally_equal_a_from_scratch_aggregation(db, fake):
                         " square.orders WHERE id = (SELECT pk->>'id' FROM squaresync.changes WHERE run_id = %s"
                         " AND table_name = 'orders' LIMIT 1))", (inc,)).fetchone()[0]
     assert 0 < n_days < db.execute("SELECT count(*) FROM square.square_sales").fetchone()[0] / 2
+    # Recomputing the run's days again writes nothing: only rows that differ are written.
+    versions = "SELECT sale_date::text || location_id || variation_id, xmin::text FROM square.square_sales"
+    before = dict(db.execute(versions).fetchall())
+    db.execute("SELECT squaresync._refresh_sales(%s, (SELECT merchant_id FROM squaresync.connection))", (inc,))
+    assert dict(db.execute(versions).fetchall()) == before
     # A rollback recomputes the days it touches too.
     db.execute("SELECT squaresync.rollback(%s, 'test')", (inc,))
     assert rows(db, SALES) == rows(db, SALES_FROM_RAW)
