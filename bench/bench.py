@@ -384,11 +384,13 @@ def main():
         res["fake_startup_seconds"] = time.perf_counter() - t0
         fresh_extension(con, fake)
 
-        # 1. Foundation: a.repeat of them, each on a fresh extension; the median by wall time is the
-        # one reported (this VM's timings move by 20% from run to run), the peak memory the
-        # highest of them. The last one's tables stay for what follows.
-        log(f"foundation (x{a.repeat})")
-        runs = []
+        # 1. Foundation, and 2b. the floor's COPY: a.repeat of each, interleaved (a foundation on a
+        # fresh extension, then the COPY of its rows), so that both see the same minutes of this
+        # VM, whose speed moves by a fifth to a half from one minute to the next. The medians by
+        # wall time are reported, the peak memory the highest of them. The last foundation's
+        # tables stay for what follows.
+        log(f"foundation and floor (b), COPY into empty copies, interleaved (x{a.repeat})")
+        runs, copies = [], []
         for i in range(a.repeat):
             if i:
                 fresh_extension(con, fake)
@@ -396,7 +398,9 @@ def main():
             f = run_sync(cluster, con, "foundation")
             f["fake_cpu_seconds"] = fake_cpu(fake) - cpu0
             runs.append(f)
-            log(f"  {f['wall_seconds']:.2f} s, {f['api_requests']} requests, peak RSS {f['worker']['peak_rss_mib']:.0f} MiB")
+            copies.append(copy_floor(cluster, con))
+            log(f"  foundation {f['wall_seconds']:.2f} s, {f['api_requests']} requests, peak RSS "
+                f"{f['worker']['peak_rss_mib']:.0f} MiB; COPY {copies[-1]['seconds']:.2f} s")
         f = sorted(runs, key=lambda x: x["wall_seconds"])[len(runs) // 2]
         f["all_wall_seconds"] = [x["wall_seconds"] for x in runs]
         for who in ("worker", "apply_worker"):
@@ -406,11 +410,8 @@ def main():
                              for t in square_tables(con)}
 
         # 2. The floor.
-        log(f"floor (b): COPY into empty copies (x{a.repeat})")
-        copies = [copy_floor(cluster, con) for _ in range(a.repeat)]
         res["floor_copy"] = sorted(copies, key=lambda c: c["seconds"])[len(copies) // 2]
         res["floor_copy"]["all_seconds"] = [c["seconds"] for c in copies]
-        log("  " + ", ".join(f"{c['seconds']:.2f} s" for c in copies))
         log("floor (a): floor_download")
         conc = int(con.execute("SHOW squaresync.max_concurrency").fetchone()[0])
         cpu0 = fake_cpu(fake)

@@ -470,6 +470,7 @@ DECLARE
     vars   text[];
     redo   text[];
     q      text;
+    staged text[];
 BEGIN
     SELECT watermark INTO old_wm FROM squaresync.stream_state
     WHERE merchant_id = p_merchant AND stream = p_stream FOR UPDATE;
@@ -478,12 +479,23 @@ BEGIN
         redo := squaresync._bulk_load_begin(p_stream);
     END IF;
 
+    staged := squaresync._staged_tables(array(SELECT table_name FROM squaresync.synced_tables
+                                              WHERE stream = p_stream AND NOT derived));
     FOR t IN SELECT * FROM squaresync.synced_tables WHERE stream = p_stream ORDER BY apply_order LOOP
         IF t.derived THEN
             CONTINUE;
         END IF;
         -- Locations and vendors have no change filter: every read is a full read.
-        PERFORM squaresync._analyze_if_large('squaresync', 'stage_' || t.table_name, NULL);
+        IF NOT (p_full OR p_stream IN ('locations', 'vendors') OR t.table_name = ANY (staged)
+                OR coalesce(t.parent_table = ANY (staged), false)) THEN
+            -- An incremental read that staged nothing for the table nor its parent changes nothing.
+            counts := counts || jsonb_build_object(t.table_name,
+                                                   jsonb_build_object('inserted', 0, 'updated', 0, 'deleted', 0, 'unchanged', 0));
+            CONTINUE;
+        END IF;
+        IF t.table_name = ANY (staged) THEN
+            PERFORM squaresync._analyze_if_large('squaresync', 'stage_' || t.table_name, NULL);
+        END IF;
         c := squaresync._apply_table(p_run, p_merchant, t.table_name, p_full OR p_stream IN ('locations', 'vendors'),
                                      p_full);
         PERFORM squaresync._analyze_if_large('square', t.table_name, c);
@@ -550,6 +562,23 @@ BEGIN
 END
 $fn$;
 
+-- The staging tables of these synced tables that hold rows, found by one statement (not one per
+-- table).
+CREATE FUNCTION squaresync._staged_tables(p_tables text[])
+RETURNS text[] LANGUAGE plpgsql AS $fn$
+DECLARE
+    filled text[];
+BEGIN
+    IF cardinality(p_tables) > 0 THEN
+        EXECUTE 'SELECT array_agg(t) FROM ('
+                || (SELECT string_agg(format('SELECT %L::text WHERE EXISTS (SELECT FROM squaresync.%I)', t, 'stage_' || t),
+                                      ' UNION ALL ') FROM unnest(p_tables) t)
+                || ') x(t)' INTO filled;
+    END IF;
+    RETURN coalesce(filled, '{}');
+END
+$fn$;
+
 -- Empties the staging tables of one stream (or all when p_stream is NULL). An empty one is left
 -- alone; a few thousand rows (an incremental run's) are deleted, more are truncated: TRUNCATE
 -- swaps the table's files and rebuilds its TOAST index, 1-2 ms a table, where deleting a few
@@ -557,18 +586,11 @@ $fn$;
 CREATE FUNCTION squaresync._clear_staging(p_stream text)
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
-    t      text;
-    n      bigint;
-    filled text[];
+    t  text;
+    n  bigint;
 BEGIN
-    -- The staging tables that hold rows, found by one statement (not one per table), read whole
-    -- before any is emptied (TRUNCATE refuses a table an open cursor reads).
-    EXECUTE coalesce((SELECT 'SELECT array_agg(t) FROM ('
-                             || string_agg(format('SELECT %L::text WHERE EXISTS (SELECT FROM squaresync.%I)',
-                                                  table_name, 'stage_' || table_name), ' UNION ALL ') || ') x(t)'
-                      FROM squaresync.synced_tables WHERE p_stream IS NULL OR stream = p_stream),
-                     'SELECT NULL::text[]') INTO filled;
-    FOREACH t IN ARRAY coalesce(filled, '{}') LOOP
+    FOREACH t IN ARRAY squaresync._staged_tables(array(SELECT table_name FROM squaresync.synced_tables
+                                                       WHERE p_stream IS NULL OR stream = p_stream)) LOOP
         EXECUTE format('SELECT count(*) FROM (SELECT FROM squaresync.%I LIMIT 5001) x', 'stage_' || t) INTO n;
         IF n > 5000 THEN
             EXECUTE format('TRUNCATE squaresync.%I', 'stage_' || t);

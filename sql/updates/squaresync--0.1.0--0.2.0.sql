@@ -281,21 +281,29 @@ RETURNS text[] LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN p_keys THEN key_columns ELSE data_columns END
     FROM squaresync.synced_tables WHERE table_name = p_table
 $$;
+CREATE FUNCTION squaresync._staged_tables(p_tables text[])
+RETURNS text[] LANGUAGE plpgsql AS $fn$
+DECLARE
+    filled text[];
+BEGIN
+    IF cardinality(p_tables) > 0 THEN
+        EXECUTE 'SELECT array_agg(t) FROM ('
+                || (SELECT string_agg(format('SELECT %L::text WHERE EXISTS (SELECT FROM squaresync.%I)', t, 'stage_' || t),
+                                      ' UNION ALL ') FROM unnest(p_tables) t)
+                || ') x(t)' INTO filled;
+    END IF;
+    RETURN coalesce(filled, '{}');
+END
+$fn$;
+REVOKE ALL ON FUNCTION squaresync._staged_tables(text[]) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION squaresync._clear_staging(p_stream text)
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
-    t      text;
-    n      bigint;
-    filled text[];
+    t  text;
+    n  bigint;
 BEGIN
-    -- The staging tables that hold rows, found by one statement (not one per table), read whole
-    -- before any is emptied (TRUNCATE refuses a table an open cursor reads).
-    EXECUTE coalesce((SELECT 'SELECT array_agg(t) FROM ('
-                             || string_agg(format('SELECT %L::text WHERE EXISTS (SELECT FROM squaresync.%I)',
-                                                  table_name, 'stage_' || table_name), ' UNION ALL ') || ') x(t)'
-                      FROM squaresync.synced_tables WHERE p_stream IS NULL OR stream = p_stream),
-                     'SELECT NULL::text[]') INTO filled;
-    FOREACH t IN ARRAY coalesce(filled, '{}') LOOP
+    FOREACH t IN ARRAY squaresync._staged_tables(array(SELECT table_name FROM squaresync.synced_tables
+                                                       WHERE p_stream IS NULL OR stream = p_stream)) LOOP
         EXECUTE format('SELECT count(*) FROM (SELECT FROM squaresync.%I LIMIT 5001) x', 'stage_' || t) INTO n;
         IF n > 5000 THEN
             EXECUTE format('TRUNCATE squaresync.%I', 'stage_' || t);
@@ -638,6 +646,7 @@ DECLARE
     vars   text[];
     redo   text[];
     q      text;
+    staged text[];
 BEGIN
     SELECT watermark INTO old_wm FROM squaresync.stream_state
     WHERE merchant_id = p_merchant AND stream = p_stream FOR UPDATE;
@@ -646,12 +655,23 @@ BEGIN
         redo := squaresync._bulk_load_begin(p_stream);
     END IF;
 
+    staged := squaresync._staged_tables(array(SELECT table_name FROM squaresync.synced_tables
+                                              WHERE stream = p_stream AND NOT derived));
     FOR t IN SELECT * FROM squaresync.synced_tables WHERE stream = p_stream ORDER BY apply_order LOOP
         IF t.derived THEN
             CONTINUE;
         END IF;
         -- Locations and vendors have no change filter: every read is a full read.
-        PERFORM squaresync._analyze_if_large('squaresync', 'stage_' || t.table_name, NULL);
+        IF NOT (p_full OR p_stream IN ('locations', 'vendors') OR t.table_name = ANY (staged)
+                OR coalesce(t.parent_table = ANY (staged), false)) THEN
+            -- An incremental read that staged nothing for the table nor its parent changes nothing.
+            counts := counts || jsonb_build_object(t.table_name,
+                                                   jsonb_build_object('inserted', 0, 'updated', 0, 'deleted', 0, 'unchanged', 0));
+            CONTINUE;
+        END IF;
+        IF t.table_name = ANY (staged) THEN
+            PERFORM squaresync._analyze_if_large('squaresync', 'stage_' || t.table_name, NULL);
+        END IF;
         c := squaresync._apply_table(p_run, p_merchant, t.table_name, p_full OR p_stream IN ('locations', 'vendors'),
                                      p_full);
         PERFORM squaresync._analyze_if_large('square', t.table_name, c);
@@ -809,6 +829,7 @@ CREATE FUNCTION squaresync._rebuild_sales(p_merchant text)
 RETURNS void LANGUAGE sql AS $$
     DELETE FROM square.square_sales WHERE merchant_id = p_merchant;
     INSERT INTO square.square_sales SELECT * FROM squaresync._sales_rows(p_merchant, NULL, NULL, NULL);
+    SELECT squaresync._analyze_if_large('square', 'square_sales', NULL);
 $$;
 REVOKE ALL ON FUNCTION squaresync._rebuild_sales(text) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION squaresync._after_apply(p_run bigint, p_merchant text, p_stream text)
@@ -988,6 +1009,9 @@ BEGIN
     INSERT INTO square.square_item_library_export SELECT * FROM squaresync.build_item_library_export;
     GET DIAGNOSTICS n_ins = ROW_COUNT;
     TRUNCATE squaresync.build_item_library_export;
+    IF p_variations IS NULL THEN  -- analyzed after a first fill (the next runs join it by key)
+        PERFORM squaresync._analyze_if_large('square', 'square_item_library_export', NULL);
+    END IF;
     RETURN jsonb_build_object('deleted', n_del, 'inserted', n_ins);
 END
 $fn$;
