@@ -489,14 +489,31 @@ def main():
             t0 = time.perf_counter()
             fake = Fake(dataset="seed", scale=a.scale10).start()
             s10 = {"fake_startup_seconds": time.perf_counter() - t0}
+            # The seed's foundation again, just before and just after this one, on this cluster (in a
+            # database of its own, seedref): the target compares the two sizes, and this VM's speed
+            # moves too much from one minute to the next for the main run's seed figure, taken
+            # minutes earlier, to be the reference.
+            seed_fake = Fake(dataset="seed", scale=scale if scale != 1.0 else None).start()
+            con.execute("CREATE DATABASE seedref")
+            ref = cluster.connect("seedref")
+
+            def seed_reference():
+                fresh_extension(ref, seed_fake)
+                return run_sync(cluster, ref, "foundation", watch=False)["wall_seconds"]
+
+            s10["seed_before_seconds"] = seed_reference()
             fresh_extension(con, fake)
             cpu0 = fake_cpu(fake)
             s10["foundation"] = run_sync(cluster, con, "foundation")
             s10["foundation"]["fake_cpu_seconds"] = fake_cpu(fake) - cpu0
+            s10["seed_after_seconds"] = seed_reference()
+            ref.close()
+            seed_fake.stop()
             s10["row_counts"] = {t: con.execute(f'SELECT count(*) FROM square."{t}"').fetchone()[0]
                                  for t in square_tables(con)}
             log(f"  foundation {s10['foundation']['wall_seconds']:.1f} s, "
-                f"peak RSS {s10['foundation']['worker']['peak_rss_mib']:.0f} MiB")
+                f"peak RSS {s10['foundation']['worker']['peak_rss_mib']:.0f} MiB; the seed's just before and after: "
+                f"{s10['seed_before_seconds']:.2f} s, {s10['seed_after_seconds']:.2f} s")
             s10["floor_copy"] = copy_floor(cluster, con)
             s10["floor_download"] = floor_download(a.floor_bin, fake, conc, "raw")
             s10["incr_nothing"] = run_sync(cluster, con, "incremental", watch=False)
