@@ -210,18 +210,8 @@ def test_after_a_run_that_left_the_export_behind_the_next_run_recomputes_all_of_
     # The export's rebuild fails (a lock held on it outlasts squaresync.lock_timeout): the catalog
     # side is applied, the export is not, and the run is partial.
     fake.mutate({"catalog_items": {"update": 2}, "inventory_counts": {"update": 2}})
-    db.execute("ALTER SYSTEM SET squaresync.lock_timeout = '1s'")
-    db.execute("SELECT pg_reload_conf()")
-    holder = cluster.connect(autocommit=False)
-    holder.execute("LOCK TABLE square.square_item_library_export IN SHARE MODE")
-    try:
-        with pytest.raises(Exception, match="partly failed"):
-            db.execute("SELECT squaresync.incremental()")
-    finally:
-        holder.rollback()
-        holder.close()
-        db.execute("ALTER SYSTEM RESET squaresync.lock_timeout")
-        db.execute("SELECT pg_reload_conf()")
+    from test_faults import incremental_under_lock
+    incremental_under_lock(db, cluster, "LOCK TABLE square.square_item_library_export IN SHARE MODE")
     run, status, error, derived = db.execute("SELECT id, status, error, derived_at FROM squaresync.sync_runs"
                                              " ORDER BY id DESC LIMIT 1").fetchone()
     assert status == "partial" and "item library export was not rebuilt" in error and derived is None, error

@@ -351,12 +351,13 @@ def test_drop_database_during_a_run_completes_and_the_worker_leaves(cluster, fak
     admin.close()
 
 
-def test_a_lock_held_on_a_data_table_fails_the_stream_clearly(synced, fake, cluster):
-    db = synced
+def incremental_under_lock(db, cluster, lock):
+    """An incremental run while another session holds `lock` (a LOCK TABLE statement) for longer than
+    squaresync.lock_timeout (1 s here): the run must end partly failed."""
     db.execute("ALTER SYSTEM SET squaresync.lock_timeout = '1s'")
     db.execute("SELECT pg_reload_conf()")
     holder = cluster.connect(autocommit=False)
-    holder.execute("LOCK TABLE square.orders IN ACCESS EXCLUSIVE MODE")
+    holder.execute(lock)
     try:
         with pytest.raises(Exception, match="partly failed"):
             db.execute("SELECT squaresync.incremental()")
@@ -365,6 +366,11 @@ def test_a_lock_held_on_a_data_table_fails_the_stream_clearly(synced, fake, clus
         holder.close()
         db.execute("ALTER SYSTEM RESET squaresync.lock_timeout")
         db.execute("SELECT pg_reload_conf()")
+
+
+def test_a_lock_held_on_a_data_table_fails_the_stream_clearly(synced, fake, cluster):
+    db = synced
+    incremental_under_lock(db, cluster, "LOCK TABLE square.orders IN ACCESS EXCLUSIVE MODE")
     run, *_ = last_run(db)
     errors = stream_errors(db, run)
     assert errors["orders"][0] == "failed" and "lock_timeout" in errors["orders"][1], errors["orders"]
