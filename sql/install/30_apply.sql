@@ -127,23 +127,11 @@ DECLARE
     q        text;
     result   jsonb;
     empty    boolean;
-    staged   boolean;
 BEGIN
     SELECT * INTO STRICT d FROM squaresync.synced_tables WHERE table_name = p_table;
     keys := d.key_columns;
     cols := d.data_columns;
     has_raw := 'raw' = ANY (cols);
-    -- An incremental apply with nothing staged for the table (nor for its parent, whose re-read
-    -- would replace its children) changes nothing: no statement to build, plan and run.
-    IF NOT p_full AND p_scope_column IS NULL THEN
-        EXECUTE format('SELECT EXISTS (SELECT FROM squaresync.%I)', 'stage_' || p_table) INTO staged;
-        IF NOT staged AND d.parent_table IS NOT NULL THEN
-            EXECUTE format('SELECT EXISTS (SELECT FROM squaresync.%I)', 'stage_' || d.parent_table) INTO staged;
-        END IF;
-        IF NOT staged THEN
-            RETURN jsonb_build_object('inserted', 0, 'updated', 0, 'deleted', 0, 'unchanged', 0);
-        END IF;
-    END IF;
     allc := keys || cols;
     key_join := (SELECT string_agg(format('t.%1$I = s.%1$I', k), ' AND ') FROM unnest(keys) k);
     s_cols := (SELECT string_agg(format('s.%I', c), ', ') FROM unnest(cols) c);
@@ -488,7 +476,8 @@ BEGIN
         -- Locations and vendors have no change filter: every read is a full read.
         IF NOT (p_full OR p_stream IN ('locations', 'vendors') OR t.table_name = ANY (staged)
                 OR coalesce(t.parent_table = ANY (staged), false)) THEN
-            -- An incremental read that staged nothing for the table nor its parent changes nothing.
+            -- An incremental read that staged nothing for the table nor its parent (whose re-read
+            -- would replace its children) changes nothing: no statement to build, plan and run.
             counts := counts || jsonb_build_object(t.table_name,
                                                    jsonb_build_object('inserted', 0, 'updated', 0, 'deleted', 0, 'unchanged', 0));
             CONTINUE;
