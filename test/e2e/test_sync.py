@@ -1,7 +1,8 @@
 """test_sync.py: the sync engine end to end (issue 4): foundation equals the fake's truth, an
 incremental after a seller's day makes the tables equal again and reports exactly what changed,
 an incremental with nothing changed writes nothing, orders read again unchanged are not staged,
-the catalog side applied by an apply worker meanwhile, more than 10 locations, late offline orders."""
+the catalog side applied by an apply worker meanwhile, more than 10 locations, late offline orders,
+line items an order lost deleted (and restored by a rollback)."""
 import json
 
 import pytest
@@ -196,6 +197,43 @@ def test_orders_read_again_unchanged_are_not_staged(db, fake):
                        {"i": ids}).fetchone()[0]
     assert staged == parts, (staged, parts)
     assert_matches_fake(db, fake)
+
+
+def test_an_orders_dropped_line_items_are_deleted_and_its_other_parts_left_unwritten(db, fake):
+    """Square's UpdateOrder can clear line items of an OPEN order: the re-read order no longer lists
+    them. The incremental deletes exactly those (audited with their stored image), writes none of the
+    order's other parts, and a rollback of the run brings them back as they were."""
+    db.execute("SELECT squaresync.foundation()")
+    changed = fake.mutate({"drop_line_items": 3})
+    dropped = sorted(tuple(x) for x in changed["orders"]["line_items_dropped"])
+    orders = sorted({o for o, _ in dropped})
+    assert len(dropped) == 3 and len(orders) == 3, changed["orders"]
+
+    def parts():
+        return {(r[0], r[1]): (r[2], r[3]) for r in db.execute(
+            "SELECT order_id, uid, to_jsonb(l), xmin::text FROM square.order_line_items l"
+            " WHERE merchant_id = (SELECT merchant_id FROM squaresync.connection) AND order_id = ANY (%s)",
+            (orders,))}
+
+    before = parts()
+    assert set(dropped) <= set(before) and len(before) > len(dropped), (dropped, sorted(before))
+    run = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    r = run_row(db, run)
+    assert r["status"] == "succeeded", r
+    assert_matches_fake(db, fake)
+    after = parts()
+    assert set(after) == set(before) - set(dropped)
+    # The order's other line items were compared, not written.
+    assert all(after[k][1] == before[k][1] for k in after), "an unchanged line item was rewritten"
+    assert r["tables"]["order_line_items"] == {"inserted": 0, "updated": 0, "deleted": 3,
+                                               "unchanged": len(before) - 3}, r["tables"]["order_line_items"]
+    audited = {(p["order_id"], p["uid"]): b for p, b in db.execute(
+        "SELECT pk, before FROM squaresync.changes WHERE run_id = %s AND table_name = 'order_line_items'"
+        " AND op = 'delete'", (run,))}
+    assert audited == {k: before[k][0] for k in dropped}
+
+    db.execute("SELECT squaresync.rollback(%s, 'undo the day')", (run,))
+    assert {k: v[0] for k, v in parts().items()} == {k: v[0] for k, v in before.items()}
 
 
 def test_item_presence_changes_reach_the_availability_of_its_variations(db, fake):

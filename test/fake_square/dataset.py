@@ -730,12 +730,12 @@ class Dataset:
         if not isinstance(spec, dict):
             return None, "body must be a JSON object"
         for kind, ops in spec.items():
-            if kind in ("late_orders", "purge_items"):
+            if kind in ("late_orders", "purge_items", "drop_line_items"):
                 if not isinstance(ops, (int, float)) or isinstance(ops, bool) or ops < 0:
                     return None, "%s must be a non-negative number" % kind
                 continue
             if kind not in KINDS:
-                return None, "unknown kind %r (known: %s, late_orders, purge_items)" % (kind, ", ".join(KINDS))
+                return None, "unknown kind %r (known: %s, late_orders, purge_items, drop_line_items)" % (kind, ", ".join(KINDS))
             if not isinstance(ops, dict):
                 return None, "%s must be an object {update, create, delete}" % kind
             for op, n in ops.items():
@@ -768,6 +768,9 @@ class Dataset:
                     upd = min(created + rng.randint(1000, 20 * 60 * 1000), now - 3600 * 1000)
                     oid = self._create_order(rng, created, upd, with_payment=False)
                     res["orders"]["created"].append(oid)
+            drop = spec.get("drop_line_items", 0)
+            if drop:
+                self._drop_line_items(rng, int(round(drop)) if drop >= 1 else 1, res)
             purge = spec.get("purge_items", 0)
             if purge:
                 live = self.live_items()
@@ -783,6 +786,30 @@ class Dataset:
             self.generation += 1
             self._query_cache.clear()
             return res, None
+
+    def _drop_line_items(self, rng, n, res):
+        """n OPEN orders with two line items or more each lose their last one, as Square's UpdateOrder
+        with fields_to_clear ["line_items[<uid>]"] does: repriced, version and updated_at advanced.
+        The uids dropped are listed under orders.line_items_dropped as [order_id, uid]."""
+        fresh = set(res["orders"]["created"])
+        pool = [r.id for r in self.orders.values()
+                if r.state == "OPEN" and r.id not in fresh and len(r.obj()["line_items"]) >= 2]
+        for oid in rng.sample(pool, min(n, len(pool))):
+            rec = self.orders[oid]
+            o = rec.obj()
+            now = self.clock.now_ms()
+            dropped = o["line_items"][-1]
+            lines = [(x, x["gross_sales_money"]["amount"]) for x in o["line_items"][:-1]]
+            flags = [bool(x.get("applied_discounts")) for x, _ in lines]
+            total = self._price_order(rng, o, lines, tip=o["total_tip_money"]["amount"],
+                                      service_charge=o["total_service_charge_money"]["amount"],
+                                      discount_flags=flags)
+            o["net_amount_due_money"] = money(total)
+            o["version"] = o.get("version", 1) + 1
+            o["updated_at"] = ts(now)
+            rec.set(o, rec.created_ms, now, rec.closed_ms)
+            res["orders"]["updated"].append(oid)
+            res["orders"].setdefault("line_items_dropped", []).append([oid, dropped["uid"]])
 
     def _purge_item(self, iid, res):
         """Removes an item, its variations and their vendor infos entirely, without tombstones, as if
