@@ -86,3 +86,34 @@ def test_demo_served(demo, schemas):
     orders, _ = demo.walk("POST", "/v2/orders/search", {"location_ids": [l["id"] for l in locs], "limit": 1000},
                           "orders")
     assert len(orders) == len(snap["orders"]["rows"])
+
+
+def test_orders_by_time_window_follow_every_change():
+    """The searches' time-window index (orders_in_range) finds exactly the orders a scan of the
+    location finds, for each time field, after orders are created, updated, closed, paid and
+    refunded, and after an index is first built between changes."""
+    import random
+    ds = Dataset("seed", scale=0.02, start_ms=int(time.time() * 1000))
+    rng = random.Random(7)
+    attrs = ("updated_ms", "tx_ms", "created_ms", "closed_ms")
+
+    def check(attr):
+        values = [getattr(r, attr) for r in ds.orders.values() if getattr(r, attr) is not None]
+        for _ in range(20):
+            lo, hi = sorted(rng.choice(values) + rng.randint(-5000, 5000) for _ in range(2))
+            locs = rng.sample(ds.loc_ids, rng.randint(1, 3))
+            want = sorted(r.id for lid in locs for r in ds.orders_in((lid,))
+                          if getattr(r, attr) is not None and lo <= getattr(r, attr) <= hi)
+            got = sorted(r.id for r in ds.orders_in_range(locs, attr, lo, hi))
+            assert got == want, (attr, lo, hi)
+        unbounded = sorted(r.id for r in ds.orders_in_range(ds.loc_ids, attr, None, None))
+        assert unbounded == sorted(r.id for r in ds.orders.values() if getattr(r, attr) is not None)
+
+    check("updated_ms")
+    check("tx_ms")
+    for day in range(4):
+        res, err = ds.mutate({"orders": {"update": 15, "create": 10}, "late_orders": 2, "drop_line_items": 2,
+                              "refunds": {"create": 2, "update": 1}, "payments": {"update": 2}})
+        assert err is None and res["orders"]["updated"], err
+        for attr in attrs[: 2 + day % 3]:  # created_ms and closed_ms first built after changes
+            check(attr)

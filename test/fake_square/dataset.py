@@ -1,6 +1,7 @@
 # Fake Square data: deterministic generator, in-memory state, the control API's "mutate" (a seller's
 # day) and "snapshot" (the truth a synced database must equal).  Owns every object the fake serves.
 # Standard library only.
+import bisect
 import datetime
 import itertools
 import json
@@ -88,12 +89,14 @@ class Clock:
 class OrderRec:
     """Compact order storage: the serialised order plus the fields queries filter and sort on."""
     __slots__ = ("id", "location_id", "state", "version", "created_ms", "updated_ms", "closed_ms", "raw",
-                 "has_tenders", "is_return", "tx_ms")
+                 "has_tenders", "is_return", "tx_ms", "log")
 
-    def __init__(self, order, created_ms, updated_ms, closed_ms):
+    def __init__(self, order, created_ms, updated_ms, closed_ms, log):
+        self.log = log      # the dataset's list of orders added or changed (Dataset.orders_in_range)
         self.set(order, created_ms, updated_ms, closed_ms)
 
     def set(self, order, created_ms, updated_ms, closed_ms):
+        self.log.append(self)
         self.id = order["id"]
         self.location_id = order["location_id"]
         self.state = order["state"]
@@ -166,6 +169,8 @@ class Dataset:
         self._bytes = {}
         self._query_cache = {}
         self._orders_by_loc = None
+        self._order_log = []
+        self._ranges = {}
         self._generate()
 
     def orders_in(self, location_ids):
@@ -181,6 +186,48 @@ class Dataset:
                 by.setdefault(rec.location_id, []).append(rec)
             idx[0] = len(self.orders)
         return [rec for lid in location_ids for rec in idx[1].get(lid, ())]
+
+    def orders_in_range(self, location_ids, attr, lo_ms, hi_ms):
+        """The orders of these locations whose attr (updated_ms or tx_ms) is within [lo_ms, hi_ms]
+        (None: unbounded), through per-location lists sorted by it. The lists follow every order
+        added or changed (OrderRec.set logs it), so a search reads the orders of its time window,
+        not all of a location's; the caller still applies its own filter to what this returns."""
+        log = self._order_log
+        idx = self._ranges.get(attr)
+        if idx is None:  # built from every order as it is now; the log from here on
+            at = {rec.id: getattr(rec, attr) for rec in self.orders.values()}
+            by = {}
+            for rec in self.orders.values():
+                if at[rec.id] is not None:
+                    by.setdefault(rec.location_id, []).append((at[rec.id], rec.id))
+            for lst in by.values():
+                lst.sort()
+            idx = self._ranges[attr] = {"pos": len(log), "at": at, "by": by}
+        at, by = idx["at"], idx["by"]
+        for rec in itertools.islice(log, idx["pos"], None):
+            new = getattr(rec, attr)
+            old = at.get(rec.id)
+            if rec.id in at:
+                if old == new:
+                    continue
+                if old is not None:
+                    lst = by[rec.location_id]
+                    del lst[bisect.bisect_left(lst, (old, rec.id))]
+            if new is not None:
+                bisect.insort(by.setdefault(rec.location_id, []), (new, rec.id))
+            at[rec.id] = new
+        idx["pos"] = len(log)
+        if all(other["pos"] == len(log) for other in self._ranges.values()):  # read by every index
+            del log[:]
+            for other in self._ranges.values():
+                other["pos"] = 0
+        out = []
+        for lid in location_ids:
+            lst = by.get(lid, ())
+            i = 0 if lo_ms is None else bisect.bisect_left(lst, (lo_ms,))
+            j = len(lst) if hi_ms is None else bisect.bisect_right(lst, (hi_ms, "\U0010ffff"))
+            out.extend(self.orders[oid] for _, oid in lst[i:j])
+        return out
 
     # ------------------------------------------------------------------ ids & time
     def _id(self, rng, alphabet, n, prefix=""):
@@ -600,7 +647,7 @@ class Dataset:
                 order["closed_at"] = ts(closed)
             order["state"] = state
             order["version"] = rng.randint(1, 5) + (1 if closed else 0)
-            self.orders[order["id"]] = OrderRec(order, created, updated, closed)
+            self.orders[order["id"]] = OrderRec(order, created, updated, closed, self._order_log)
             if state == "COMPLETED" and not order.get("refunds"):
                 completed_sales.append(order["id"])
         # return orders point at completed sale orders
@@ -668,7 +715,7 @@ class Dataset:
         order["closed_at"] = ts(updated)
         order["state"] = "COMPLETED"
         order["version"] = 1
-        self.orders[order["id"]] = OrderRec(order, created, updated, updated)
+        self.orders[order["id"]] = OrderRec(order, created, updated, updated, self._order_log)
         return order["id"]
 
     # -------------------------------------------------------------- serialisation cache
@@ -1034,7 +1081,7 @@ class Dataset:
         order["closed_at"] = ts(updated)
         order["state"] = "COMPLETED"
         order["version"] = 2
-        self.orders[order["id"]] = OrderRec(order, created, updated, updated)
+        self.orders[order["id"]] = OrderRec(order, created, updated, updated, self._order_log)
         return order["id"]
 
     def _m_orders_create(self, rng, n, res):

@@ -533,7 +533,12 @@ def orders_search(ds, ctx, q, body):
             hi = t_ms * 1000        # end defaults to the time of the first request for the cursor
         rattr = {"created_at": "created_ms", "updated_at": "updated_ms", "closed_at": "closed_ms"}.get(range_field)
         out = []
-        for rec in ds.orders_in(loc_set):
+        if rattr:  # the orders of the window only (a superset: the filter below decides)
+            recs = ds.orders_in_range(loc_set, rattr, None if lo is None else lo // 1000,
+                                      None if hi is None else -(-hi // 1000))
+        else:
+            recs = ds.orders_in(loc_set)
+        for rec in recs:
             if states is not None and rec.state not in states:
                 continue
             if rattr:
@@ -677,7 +682,7 @@ def transactions_list(ds, ctx, q, body, location_id):
     def build(t_ms):
         b = cb if cb is not None else (t_ms - YEAR_MS) * 1000
         e = ce if ce is not None else t_ms * 1000
-        return [(r.tx_ms, r.id) for r in ds.orders_in((location_id,))
+        return [(r.tx_ms, r.id) for r in ds.orders_in_range((location_id,), "tx_ms", b // 1000, -(-e // 1000))
                 if r.has_tenders and b <= r.tx_ms * 1000 < e]
 
     sel, nxt, _ = page(ds, ctx, "transactions", params, cursor, TRANSACTIONS_PAGE, sort_order == "DESC", build,
