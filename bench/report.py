@@ -274,9 +274,9 @@ def render(r):
     out.append("")
     out.append("Times are from the run's start (inside the sync worker). Each stream is applied as soon as its last page"
                " is in; \"Fetch\" ends when the last stream the sync worker applies starts its apply. In an incremental"
-               " run the orders are walked first of the sales side, right after the catalog side, so that their apply"
-               " runs while the small streams' pages still arrive; payments, refunds and transactions are applied by the"
-               " sync worker after it. The apply worker applies the catalog side (catalog, inventory, vendors) as soon as"
+               " run the orders are walked first of the sales side, right after the catalog side, so that their apply,"
+               " the longest, starts as early as it can; the small streams' transfers then in flight complete meanwhile,"
+               " and their pages are staged and applied by the sync worker after it. The apply worker applies the catalog side (catalog, inventory, vendors) as soon as"
                " it is fetched, then rebuilds the item library export (`sync_runs.derived_at`).")
     out.append("")
     return "\n".join(out) + "\n"

@@ -234,7 +234,8 @@ private:
         // The catalog side's walks first (their pages are few in an incremental run), so that it
         // is fetched early and its apply worker starts while the sales side is still being
         // fetched. Then, in an incremental run, the orders (a few pages, the longest apply), so
-        // that their apply runs while the small streams' pages still come in; in a foundation the
+        // that their apply starts as early as it can (the small streams' transfers then in flight
+        // complete meanwhile; their pages are staged after it); in a foundation the
         // orders last, so that the small streams are fetched and applied here while the orders'
         // many pages are still coming in. The streams' own order otherwise.
         std::vector<std::string> order;
