@@ -188,10 +188,11 @@ class Dataset:
         return [rec for lid in location_ids for rec in idx[1].get(lid, ())]
 
     def orders_in_range(self, location_ids, attr, lo_ms, hi_ms):
-        """The orders of these locations whose attr (updated_ms or tx_ms) is within [lo_ms, hi_ms]
-        (None: unbounded), through per-location lists sorted by it. The lists follow every order
-        added or changed (OrderRec.set logs it), so a search reads the orders of its time window,
-        not all of a location's; the caller still applies its own filter to what this returns."""
+        """The orders of these locations whose attr (a time: created_ms, updated_ms, closed_ms or
+        tx_ms) is within [lo_ms, hi_ms] (None: unbounded), through per-location lists sorted by it.
+        The lists follow every order added or changed (OrderRec.set logs it), so a search reads the
+        orders of its time window, not all of a location's; the caller still applies its own filter
+        to what this returns."""
         log = self._order_log
         idx = self._ranges.get(attr)
         if idx is None:  # built from every order as it is now; the log from here on
