@@ -1,7 +1,8 @@
 """test_derived.py: the internal, historical and export tables end to end (issue 6): daily sales
 kept incrementally equal a from-scratch aggregation, the item library export equals a fresh build
-(an incremental run recomputing the rows of the variations it touched) and a reader never sees it empty, the inventory history records exactly the counts that changed,
-and the seller's operating seasons survive every sync and rollback."""
+(an incremental run recomputing the rows of the variations it touched) and a reader never sees it
+empty, the inventory history records exactly the counts that changed, and the seller's operating
+seasons survive every sync and rollback."""
 import decimal
 import re
 import threading
