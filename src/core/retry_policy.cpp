@@ -3,6 +3,7 @@
 #include "cpp_only.hpp"
 
 #include "retry_policy.hpp"
+#include "time_util.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -32,16 +33,6 @@ std::string trim(const std::string& s) {
 bool all_digits(const std::string& s) {
     return !s.empty() && std::all_of(s.begin(), s.end(),
                                      [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; });
-}
-
-// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
-std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
-    y -= m <= 2;
-    const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
-    const unsigned yoe = static_cast<unsigned>(y - era * 400);
-    const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
 }
 
 int month_number(const std::string& name) {
