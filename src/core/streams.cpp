@@ -409,6 +409,8 @@ struct StreamFetch::Walk : PageWalk {
         } catch (const RunAbort&) {
             throw;
         } catch (const std::exception& e) {
+            const auto* stop = dynamic_cast<const HttpError*>(&e);
+            if (stop && stop->kind == FailureKind::Aborted) throw;  // the run was asked to stop
             owner.fail("could not stage " + label() + ": " + e.what(), "STAGING_FAILED");
             return std::nullopt;
         }

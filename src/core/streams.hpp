@@ -36,7 +36,8 @@ struct RunAbort : std::runtime_error {
 };
 
 // Receives each fetched page, mapped to rows, to stage it; returns the rows it staged (it may skip
-// objects it already has, unchanged.hpp). May throw: the stream then fails (RunAbort: the run stops).
+// objects it already has, unchanged.hpp). May throw: the stream then fails (RunAbort, or
+// HttpError{Aborted} when the run was asked to stop meanwhile: the run stops).
 class RowSink {
 public:
     virtual ~RowSink() = default;

@@ -7,8 +7,13 @@ extern "C" {
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#if PG_VERSION_NUM >= 140000  // (pgstat.h declares it before PostgreSQL 14)
 #include "utils/backend_status.h"
+#endif
 }
+
+#include <cstdlib>
 
 #include <nlohmann/json.hpp>
 
@@ -41,6 +46,41 @@ void check_token(const std::string& token) {
                             "Square tokens are printable ASCII; check for a stray newline or quote.");
 }
 
+// The setting under which PostgreSQL writes this statement's text or parameters, the token among
+// them, to the server log (name empty when none is on), and whether it has done so already. A
+// duration or a sampled statement is logged when the statement ends, so refusing (an ERROR)
+// prevents it (though the extended protocol's parse and bind steps, logged apart, came before);
+// log_statement = 'all' logged it before any extension code ran.
+struct Exposure {
+    std::string name, value, off;  // the setting, its value now, and the value that turns it off
+    bool already = false;
+};
+
+Exposure logging_exposure() {
+    auto number = [](double v) {
+        std::string s = std::to_string(v);
+        while (s.size() > 1 && s.back() == '0') s.pop_back();
+        if (!s.empty() && s.back() == '.') s.pop_back();
+        return s;
+    };
+    if (log_statement == LOGSTMT_ALL) return {"log_statement", "'all'", "'none'", true};
+    if (log_min_duration_statement >= 0)
+        return {"log_min_duration_statement", std::to_string(log_min_duration_statement) + " ms", "-1"};
+    if (log_min_duration_sample >= 0 && log_statement_sample_rate > 0)
+        return {"log_min_duration_sample", std::to_string(log_min_duration_sample) + " ms", "-1"};
+    if (log_xact_sample_rate > 0) return {"log_transaction_sample_rate", number(log_xact_sample_rate), "0"};
+#if PG_VERSION_NUM >= 160000
+    // auto_explain logs the statement that stores the token, with its parameters.
+    const char* ae_min = GetConfigOption("auto_explain.log_min_duration", true, false);
+    const char* ae_nested = GetConfigOption("auto_explain.log_nested_statements", true, false);
+    const char* ae_params = GetConfigOption("auto_explain.log_parameter_max_length", true, false);
+    if (ae_min && ae_nested && ae_params && std::atoi(ae_min) >= 0 && std::string(ae_nested) == "on" &&
+        std::atoi(ae_params) != 0)
+        return {"auto_explain.log_parameter_max_length", ae_params, "0"};
+#endif
+    return {};
+}
+
 }  // namespace
 
 SQUARESYNC_FUNCTION(squaresync_connect) {
@@ -50,6 +90,25 @@ SQUARESYNC_FUNCTION(squaresync_connect) {
         debug_query_string = kRedacted;
         pgstat_report_activity(STATE_RUNNING, kRedacted);
     });
+    const Exposure exposed = logging_exposure();
+    if (!exposed.name.empty()) {
+        const std::string setting = exposed.name + " = " + exposed.value;
+        const std::string off = "SET " + exposed.name + " = " + exposed.off;
+        if (exposed.already)
+            throw UserError(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                            setting + " has already written this statement, with the access token in it, to the "
+                                      "server log; the token was not stored",
+                            "Replace that token in the Square Developer Dashboard, then connect with the new one from a "
+                            "session where statements are not logged (" + off + ", as a superuser).");
+        throw UserError(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        "squaresync.connect() does not run while " + setting +
+                            ": PostgreSQL would write the statement, with the access token in it, to the server log "
+                            "when it ends; the token was not stored",
+                        "Turn it off for this session first (" + off + ", as a superuser), call connect(), then RESET it. "
+                        "From psql nothing was logged; a driver that sends the statement in separate parse and bind steps "
+                        "may have had those logged already, with the token: then replace it in the Square Developer "
+                        "Dashboard.");
+    }
     if (PG_ARGISNULL(0)) throw UserError(ERRCODE_NULL_VALUE_NOT_ALLOWED, "the access token is NULL");
     const std::string token = arg_text(fcinfo, 0);
     const std::string environment = PG_ARGISNULL(1) ? "production" : arg_text(fcinfo, 1);

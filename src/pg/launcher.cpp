@@ -24,10 +24,12 @@ extern "C" {
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
-#include "utils/backend_status.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#if PG_VERSION_NUM >= 140000  // (pgstat.h declares them before PostgreSQL 14)
+#include "utils/backend_status.h"
 #include "utils/wait_event.h"
+#endif
 }
 
 #include "guard.hpp"
@@ -119,7 +121,8 @@ void squaresync_launcher_main(Datum) {
 
         if (maintenance != nullptr) {
             pid_t pid;
-            if (GetBackgroundWorkerPid(maintenance, &pid) == BGWH_STARTED) continue;  // still busy
+            const BgwHandleStatus st = GetBackgroundWorkerPid(maintenance, &pid);
+            if (st == BGWH_STARTED || st == BGWH_NOT_YET_STARTED) continue;  // still busy, or not yet begun
             pfree(maintenance);
             maintenance = nullptr;
         }

@@ -7,11 +7,14 @@ extern "C" {
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/latch.h"
 #include "storage/lock.h"
 #include "utils/builtins.h"
+#if PG_VERSION_NUM >= 140000  // (pgstat.h declares it before PostgreSQL 14)
 #include "utils/wait_event.h"
+#endif
 }
 
 #include <cstring>

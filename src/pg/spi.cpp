@@ -41,7 +41,21 @@ SpiResult spi_exec(const std::string& sql, const std::vector<Value>& params, boo
     char*** cells = nullptr;
     std::uint64_t nrows = 0, processed = 0;
     int ncols = 0;
+    // The parameters' and the result's texts live in a context of their own, and the result's
+    // tuples are freed, once copied: a caller that polls in one SPI connection (wait => true)
+    // keeps nothing per call.
+    MemoryContext outer = CurrentMemoryContext;
+    MemoryContext scratch = nullptr;
+    pg_call([&] { scratch = AllocSetContextCreate(outer, "squaresync spi_exec", ALLOCSET_SMALL_SIZES); });
+    struct Scratch {
+        MemoryContext outer, ctx;
+        ~Scratch() {
+            MemoryContextSwitchTo(outer);
+            MemoryContextDelete(ctx);
+        }
+    } scratch_guard{outer, scratch};
     pg_call([&] {
+        MemoryContextSwitchTo(scratch);
         for (int i = 0; i < n; ++i) {
             if (params[static_cast<std::size_t>(i)])
                 values[static_cast<std::size_t>(i)] = CStringGetTextDatum(params[static_cast<std::size_t>(i)]->c_str());
@@ -49,6 +63,7 @@ SpiResult spi_exec(const std::string& sql, const std::vector<Value>& params, boo
                 nulls[static_cast<std::size_t>(i)] = 'n';
         }
         int rc = SPI_execute_with_args(sql.c_str(), n, types.data(), values.data(), nulls.data(), read_only, 0);
+        MemoryContextSwitchTo(scratch);  // (SPI returns in its own procedure context)
         if (rc < 0) elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
         processed = SPI_processed;
         if (SPI_tuptable != nullptr) {
@@ -61,6 +76,8 @@ SpiResult spi_exec(const std::string& sql, const std::vector<Value>& params, boo
                     cells[r][c] = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c + 1);
             }
         }
+        SPI_freetuptable(SPI_tuptable);
+        MemoryContextSwitchTo(outer);
     });
     SpiResult out;
     out.processed = processed;
@@ -144,6 +161,7 @@ void spi_finish() {
 
 void begin_transaction() {
     g_outer_context = CurrentMemoryContext;
+    // (in_transaction aborts what this started if any step fails.)
     pg_call([] {
         SetCurrentStatementStartTimestamp();
         StartTransactionCommand();
@@ -153,6 +171,9 @@ void begin_transaction() {
 }
 
 void commit_transaction() {
+    // SPI_finish deletes the context the body ran in: a failed commit (a deferred foreign key, a
+    // cancel during its checks) must copy its error elsewhere.
+    MemoryContextSwitchTo(g_outer_context);
     pg_call([] {
         SPI_finish();
         PopActiveSnapshot();

@@ -41,8 +41,8 @@ void abort_transaction();
 
 template <typename F>
 void in_transaction(F&& body) {
-    begin_transaction();
     try {
+        begin_transaction();
         body();
         commit_transaction();
     } catch (...) {

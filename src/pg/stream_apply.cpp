@@ -5,7 +5,9 @@ extern "C" {
 #include "postgres.h"
 
 #include "pgstat.h"
+#if PG_VERSION_NUM >= 140000  // (pgstat.h declares it before PostgreSQL 14)
 #include "utils/backend_status.h"
+#endif
 #include "utils/elog.h"
 #include "utils/guc.h"
 }

@@ -8,6 +8,7 @@ extern "C" {
 #include "postgres.h"
 
 #include "commands/extension.h"
+#include "miscadmin.h"
 #include "postmaster/bgworker.h"
 }
 
@@ -36,6 +37,22 @@ namespace {
 
 std::string str(std::int64_t v) { return std::to_string(v); }
 
+// A cancel served inside a statement (pg_cancel_backend while a page is staged or applied) stops
+// the run as one served between transfers does (should_abort), instead of failing one stream.
+HttpError canceled(const std::string& during) {
+    return HttpError(FailureKind::Aborted, 0, "the run was canceled while " + during);
+}
+
+template <typename F>
+auto stop_on_cancel(const std::string& during, F&& f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (const PgError& e) {
+        if (e.sqlerrcode == ERRCODE_QUERY_CANCELED) throw canceled(during);
+        throw;
+    }
+}
+
 // Stages each fetched page (formatted as COPY text by the fetch) in its own short transaction. In
 // an incremental run, objects stored at the version Square sent (re-reads: the catalog's overlap)
 // are dropped first, with their children: they are neither staged nor compared; orders, listed as
@@ -48,20 +65,22 @@ public:
         if (on_fetched) on_fetched(stream);
     }
     std::int64_t stage(const std::string& stream, std::vector<RowBatch>& batches) override {
-        // (Streams listed by entries first stage only what not_held() chose: nothing to drop.)
-        if (incremental_ && !stream_reads_whole(stream) && !stream_lists_entries(stream)) skip_stored(batches);
-        bool installed = true;
-        std::int64_t staged = 0;
-        in_transaction([&] {
-            pg_call([&] { installed = OidIsValid(get_extension_oid("squaresync", true)); });
-            if (!installed) return;
-            for (const auto& b : batches) {
-                spi_stage_batch(b);
-                staged += static_cast<std::int64_t>(b.rows);
-            }
+        return stop_on_cancel("a page of " + stream + " was staged", [&] {
+            // (Streams listed by entries first stage only what not_held() chose: nothing to drop.)
+            if (incremental_ && !stream_reads_whole(stream) && !stream_lists_entries(stream)) skip_stored(batches);
+            bool installed = true;
+            std::int64_t staged = 0;
+            in_transaction([&] {
+                pg_call([&] { installed = OidIsValid(get_extension_oid("squaresync", true)); });
+                if (!installed) return;
+                for (const auto& b : batches) {
+                    spi_stage_batch(b);
+                    staged += static_cast<std::int64_t>(b.rows);
+                }
+            });
+            if (!installed) throw RunAbort("the squaresync extension was dropped while the run was in progress");
+            return staged;
         });
-        if (!installed) throw RunAbort("the squaresync extension was dropped while the run was in progress");
-        return staged;
     }
     void progress(const std::string& label) override { report_activity("squaresync: " + label); }
 
@@ -69,7 +88,9 @@ public:
     // cannot be read at once).
     std::vector<std::string> not_held(const std::string& stream, const std::vector<std::string>& ids,
                                       const std::vector<std::optional<std::int64_t>>& versions) override {
-        const auto stored = stored_versions(stream_tables(stream).at(0), ids).value_or(Versions{});
+        const auto stored = stop_on_cancel("the stored versions of " + stream + " were read", [&] {
+                                return stored_versions(stream_tables(stream).at(0), ids);
+                            }).value_or(Versions{});
         std::vector<std::string> out;
         for (std::size_t i = 0; i < ids.size(); ++i) {
             const auto it = stored.find(ids[i]);
@@ -141,11 +162,15 @@ public:
             fetch_and_apply();
         } catch (const HttpError& e) {
             if (e.kind == FailureKind::Aborted) {
-                finish("failed", "the sync worker was asked to stop (shutdown or cancel) before the run finished");
+                finish_stopped();
                 throw;
             }
             finish("failed", e.what());
             return;
+        } catch (const PgError& e) {
+            if (e.sqlerrcode == ERRCODE_QUERY_CANCELED) finish_stopped();  // canceled inside a statement
+            else finish("failed", e.what());
+            throw;
         } catch (const RunAbort& e) {
             // The control tables are gone with the extension: nothing left to record.
             const std::string line = std::string("squaresync: run ") + str(id_) + " stopped: " + e.what();
@@ -358,8 +383,23 @@ private:
         } else {
             o = apply_stream(a);
             if (o.failed) f.fail(o.error, o.code);
+            if (o.code == unpack_sql_state(ERRCODE_QUERY_CANCELED)) throw canceled(f.name() + " was applied");
         }
         streams_[f.name()] = {o.failed, o.error};
+    }
+
+    // A shutdown or cancel stopped the run: recorded with any still pending held back, since the
+    // first statement would serve it otherwise and the run would stay 'running' until the next one.
+    void finish_stopped() {
+        HOLD_INTERRUPTS();
+        try {
+            finish("failed", "the sync worker was asked to stop (shutdown or cancel) before the run finished;"
+                             " committed streams are intact and the next run resumes from their watermarks");
+        } catch (...) {
+            RESUME_INTERRUPTS();
+            throw;
+        }
+        RESUME_INTERRUPTS();
     }
 
     void finish_from_streams() {
@@ -380,6 +420,11 @@ private:
 
     void finish(const std::string& status, const std::string& error) {
         in_transaction([&] {
+            // The streams first, then the run: the order an apply takes them in (a stream's row,
+            // then the run's counters), so that finishing beside an apply worker cannot deadlock.
+            spi_exec("UPDATE squaresync.sync_run_streams SET status = 'failed', error = coalesce(error, $2)"
+                     " WHERE run_id = $1::bigint AND status = 'running'",
+                     {str(id_), error.empty() ? std::string("not reached") : error});
             auto r = spi_exec(
                 "UPDATE squaresync.sync_runs SET status = $2, finished_at = clock_timestamp(),"
                 " api_requests = $3::bigint, retries = $4::bigint, rate_limited = $5::bigint, bytes_received = $6::bigint,"
@@ -391,9 +436,6 @@ private:
                 {str(id_), status, str(static_cast<std::int64_t>(stats_.requests)),
                  str(static_cast<std::int64_t>(stats_.retries)), str(static_cast<std::int64_t>(stats_.rate_limited)),
                  str(static_cast<std::int64_t>(stats_.bytes_received)), error});
-            spi_exec("UPDATE squaresync.sync_run_streams SET status = 'failed', error = coalesce(error, $2)"
-                     " WHERE run_id = $1::bigint AND status = 'running'",
-                     {str(id_), error.empty() ? std::string("not reached") : error});
             summary_ = r.rows.empty() ? "{}" : r.at(0, 0).value_or("{}");
             spi_exec("SELECT pg_notify('squaresync', $1)", {summary_});
         });

@@ -7,7 +7,9 @@ extern "C" {
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
 #include "tcop/tcopprot.h"
+#if PG_VERSION_NUM >= 140000  // (pgstat.h declares it before PostgreSQL 14)
 #include "utils/backend_status.h"
+#endif
 #include "utils/memutils.h"
 }
 

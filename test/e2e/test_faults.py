@@ -261,6 +261,63 @@ def test_sigkill_of_the_worker_then_the_next_run_converges(db, fake, cluster, ph
     con.close()
 
 
+# Where a run is when its worker is signalled, and how it is held there: another session holds a
+# table the worker needs (locked before the run starts, or once it has started), and Square answers
+# each request late. "start": emptying the staging tables; "staging": staging the locations' page;
+# "apply": applying it; "fetch": waiting for Square.
+HOLDS = {"start": ("squaresync.stage_locations", True, "squaresync: waiting"),
+         "staging": ("squaresync.stage_locations", False, "squaresync: locations page 1"),
+         "apply": ("square.locations", True, "squaresync: applying locations"),
+         "fetch": (None, False, None)}
+
+
+@pytest.mark.parametrize("where, signal_fn", [("fetch", "pg_cancel_backend"), ("fetch", "pg_terminate_backend"),
+                                              ("start", "pg_cancel_backend"), ("staging", "pg_cancel_backend"),
+                                              ("apply", "pg_cancel_backend")])
+def test_a_canceled_or_stopped_run_is_recorded_failed_by_its_own_worker(synced, fake, cluster, where, signal_fn):
+    """pg_cancel_backend or pg_terminate_backend of the sync worker stops the whole run (a cancel
+    inside a statement too, not just the stream it was staging or applying), and the worker itself
+    records it failed before it exits: no later run is needed to mark it."""
+    db = synced
+    table, before, activity = HOLDS[where]
+    holder = cluster.connect(autocommit=False) if table else None
+    fake.fault(latency_ms=1000 if where == "staging" else 300)
+    try:
+        if holder and before:
+            holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
+        pid = worker_pid(db)
+        if holder and not before:  # the run has started (its row is in); its first request is on its way
+            holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        if holder:
+            wait_for(lambda: db.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                                        (pid,)).fetchone()[0], 30, f"the sync worker to wait in its {where}")
+            if activity != "squaresync: waiting":
+                assert db.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0] == activity
+        else:
+            time.sleep(0.8)
+        db.execute(f"SELECT {signal_fn}(%s)", (pid,))
+        wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(), 30,
+                 "the sync worker to exit")
+    finally:
+        if holder:
+            holder.rollback()
+            holder.close()
+        fake.clear_faults()
+    status, error = db.execute("SELECT status, error FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()
+    assert status == "failed", (status, error)
+    assert "asked to stop" in error and "next run resumes" in error, error
+    streams = stream_errors(db, run)
+    # What was applied before the signal stays applied; nothing else is left running.
+    applied = {s for s, (st, _, _) in streams.items() if st == "succeeded"}
+    assert applied <= ({"locations", "catalog", "inventory", "vendors"} if where == "fetch" else set()), streams
+    assert all(st == "failed" for s, (st, _, _) in streams.items() if s not in applied), streams
+    # The next run converges.
+    nxt = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    assert db.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (nxt,)).fetchone()[0] == "succeeded"
+    assert_matches_fake(db, fake)
+
+
 def test_sigterm_of_the_sync_worker_stops_its_apply_worker_and_the_next_run_converges(db, fake, cluster):
     log_start = len(cluster.log_text())
     db.execute("SELECT squaresync.foundation()")

@@ -3,6 +3,7 @@ figures and alerts, a dashboard role's grants, the token's secrecy, TLS verifica
 import os
 import re
 import tempfile
+import threading
 import time
 
 import pytest
@@ -115,6 +116,39 @@ def test_health_view_figures_and_alerts(db, fake):
         "SELECT alerts FROM squaresync.health WHERE table_name = 'payments'").fetchone()[0]
 
 
+def test_waiting_for_a_run_keeps_the_callers_memory_flat(db, fake, cluster):
+    """foundation() with wait => true polls the run every 100 ms in one SPI connection; each poll
+    frees what it allocated, so a caller waiting for an hour-long run holds no more than at its start
+    (before, every poll kept its result: ~8 kB each, ~300 MB an hour)."""
+    fake.fault(latency_ms=400)
+    waiter = cluster.connect()
+    pid = waiter.execute("SELECT pg_backend_pid()").fetchone()[0]
+    done = threading.Thread(target=lambda: waiter.execute("SELECT squaresync.foundation()"))
+    done.start()
+
+    def memory():
+        start = len(cluster.log_text())
+        db.execute("SELECT pg_log_backend_memory_contexts(%s)", (pid,))
+        m = wait_for(lambda: re.search(rf"\[{pid}\][^\n]*Grand total: (\d+) bytes", cluster.log_text()[start:]), 10,
+                     "the waiting backend's memory contexts in the log")
+        return int(m.group(1))
+
+    try:
+        wait_for(lambda: db.execute("SELECT 1 FROM squaresync.sync_runs WHERE status = 'running'").fetchone(), 30,
+                 "the run to start")
+        time.sleep(1.0)
+        first = memory()
+        time.sleep(3.0)  # ~30 polls
+        second = memory()
+        assert db.execute("SELECT 1 FROM squaresync.sync_runs WHERE status = 'running'").fetchone(), \
+            "the run ended before the second measurement"
+    finally:
+        done.join(300)
+        fake.clear_faults()
+        waiter.close()
+    assert second - first < 32 * 1024, (first, second)
+
+
 def test_dashboard_role_reads_data_and_status_but_not_the_token(db, fake, cluster):
     db.execute("SELECT squaresync.foundation()")
     db.execute("DROP ROLE IF EXISTS dashboard")
@@ -182,6 +216,51 @@ def test_access_token_never_appears_in_logs_views_or_activity(cluster):
         con.execute("ALTER SYSTEM RESET log_min_messages")
         con.execute("ALTER SYSTEM RESET log_min_error_statement")
         con.execute("SELECT pg_reload_conf()")
+        fake.stop()
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+@pytest.mark.parametrize("settings", [{"log_min_duration_statement": "0"},
+                                      {"log_min_duration_sample": "0", "log_statement_sample_rate": "1"},
+                                      {"log_transaction_sample_rate": "1"}, {"log_statement": "'all'"}])
+def test_connect_refuses_while_the_server_would_log_its_token(cluster, settings, protocol):
+    """Logging that writes a statement's text or parameters when it ends would write the token:
+    connect() refuses and stores nothing; from psql's simple protocol (the token a literal in one
+    query message) nothing is logged at all. log_statement = 'all' logs the statement before
+    connect() runs: connect() stores nothing and says so. (With the extended protocol PostgreSQL logs
+    the parse and bind steps apart, before connect() runs: the message says to replace the token.)"""
+    token = "EAAAloggedTOKEN" + "".join(k[4:8] for k in settings) + protocol
+    already = "log_statement" in settings
+    fake = FakeSquare(scale=0.01, token=token).start()
+    con = cluster.connect()
+
+    def connect():
+        if protocol == "simple":  # no parameters: psycopg sends one Query message, as psql does
+            return con.execute(f"SELECT squaresync.connect('{token}', base_url => '{fake.url}')")
+        return con.execute("SELECT squaresync.connect(%s, base_url => %s)", (token, fake.url))
+
+    try:
+        con.execute("DROP EXTENSION IF EXISTS squaresync CASCADE")
+        con.execute("CREATE EXTENSION squaresync")
+        log_start = len(cluster.log_text())
+        for k, v in settings.items():
+            con.execute(f"SET {k} = {v}")
+        with pytest.raises(Exception, match="already written this statement" if already else "does not run while") as e:
+            connect()
+        assert next(iter(settings)) in str(e.value) and "not stored" in str(e.value) and token not in str(e.value)
+        assert con.execute("SELECT count(*) FROM squaresync.connection").fetchone()[0] == 0
+        for k in settings:
+            con.execute(f"RESET {k}")
+        assert connect().fetchone()[0]
+        time.sleep(0.3)  # the logging collector's last lines
+        if already:
+            assert token in cluster.log_text()[log_start:]
+        elif protocol == "simple":
+            assert token not in cluster.log_text()[log_start:]
+    finally:
+        for k in settings:
+            con.execute(f"RESET {k}")
+        con.close()
         fake.stop()
 
 
