@@ -25,6 +25,9 @@ SQUARESYNC_FUNCTION(squaresync_mapped_columns) {
 #if PG_VERSION_NUM >= 150000
         InitMaterializedSRF(fcinfo, 0);
 #else
+        if (rsinfo == nullptr || !IsA(rsinfo, ReturnSetInfo) || (rsinfo->allowedModes & SFRM_Materialize) == 0)
+            ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                            errmsg("set-valued function called in context that cannot accept a set")));
         TupleDesc desc;
         if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE) elog(ERROR, "return type must be a row type");
         MemoryContext old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
