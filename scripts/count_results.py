@@ -1,6 +1,8 @@
 """count_results.py: sums the test layers' results (JUnit XML from ctest and pytest, pg_regress's
-summary) into the one closing line "N passed, N failed". A layer that should have run but left no
-result counts as one failure, so a broken layer can never pass silently."""
+summary) into the one closing line "N passed, N failed". A layer that should have run (test.sh lists
+them in <out>/expected) but left no result counts as one failure, and so does a <layer>.failed marker
+(a build that failed, a pytest that ended for another reason than failed tests), so a broken layer can
+never pass silently."""
 import os
 import re
 import sys
@@ -32,11 +34,14 @@ def junit(path):
 
 for name in ("unit", "contract", "e2e"):
     xml = os.path.join(out, name + ".xml")
+    p = f = s = 0
     if os.path.exists(xml):
-        layers.append((name,) + junit(xml))
-    elif os.path.exists(os.path.join(out, name + ".failed")):
+        p, f, s = junit(xml)
+    if os.path.exists(os.path.join(out, name + ".failed")):
         failed += 1
-        layers.append((name, 0, 1, 0))
+        f += 1
+    if os.path.exists(xml) or f:
+        layers.append((name, p, f, s))
 
 reg = os.path.join(out, "regress.log")
 if os.path.exists(reg):
@@ -48,6 +53,14 @@ if os.path.exists(reg):
     passed += ok
     failed += bad
     layers.append(("regress", ok, bad, 0))
+
+expected_path = os.path.join(out, "expected")
+expected = open(expected_path).read().split() if os.path.exists(expected_path) else []
+for name in expected:
+    if name not in [layer[0] for layer in layers]:
+        failed += 1
+        layers.append((name, 0, 1, 0))
+        print(f"  {name}: ran but left no result (counted as one failure)")
 
 for name, p, f, s in layers:
     print(f"  {name}: {p} passed, {f} failed" + (f", {s} skipped" if s else ""))

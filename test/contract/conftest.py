@@ -53,6 +53,7 @@ class Fake:
         if token is not None:
             h["Authorization"] = "Bearer " + token
         h.update(headers or {})
+        h = {k: v for k, v in h.items() if v is not None}  # a header given as None is not sent
         c = self.conn(timeout)
         try:
             data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()

@@ -39,6 +39,8 @@ def test_bad_square_version(fake, schemas, ver):
 
 def test_good_square_version_and_absent(fake):
     assert fake.call("GET", "/v2/locations", headers={"Square-Version": "2024-01-18"}).status == 200
+    # Without the header Square uses the application's default version.
+    assert fake.call("GET", "/v2/locations", headers={"Square-Version": None}).status == 200
 
 
 def test_unknown_path_is_square_404(fake, schemas):

@@ -84,7 +84,10 @@ def paged(cluster):
     fake.stop()
 
 
-def test_expired_cursor_restarts_the_walk_from_the_watermark(paged):
+def test_expired_cursor_restarts_the_walk_and_the_run_succeeds(paged):
+    """Two expired cursors on later pages: each walk starts again from its first page and the run
+    succeeds with every row (that the first page is built from the watermark again is shown by the unit
+    test StreamFailures.InvalidCursorAfterTheFirstPageRestarts)."""
     db, fake = paged
     fake.fault(fault="invalid_cursor", path="/v2/locations/", count=2)
     run = db.execute("SELECT squaresync.foundation()").fetchone()[0]
@@ -116,6 +119,7 @@ def test_repeating_cursor_is_detected_not_looped(paged):
     run, status, *_ = last_run(db)
     errors = stream_errors(db, run)
     assert errors["transactions"][0] == "failed" and "same page cursor" in errors["transactions"][1], errors
+    assert errors["transactions"][2] == "REPEATED_CURSOR", errors
     assert errors["orders"][0] == "succeeded"
     fake.clear_faults()
     db.execute("SELECT squaresync.incremental()")
@@ -148,7 +152,6 @@ def test_rate_limit_storm_beyond_the_budget_fails_clearly_and_keeps_progress(syn
 
 def test_401_fails_the_run_at_once_without_a_retry_storm(synced, fake):
     db = synced
-    before = fake.stats()["requests_total"] if "requests_total" in fake.stats() else None
     fake.fault(fault="401", count=1000)
     with pytest.raises(Exception, match="access token rejected"):
         db.execute("SELECT squaresync.incremental()")
@@ -156,6 +159,11 @@ def test_401_fails_the_run_at_once_without_a_retry_storm(synced, fake):
     assert status == "failed" and "access token rejected" in error and retries == 0
     reqs = db.execute("SELECT api_requests FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0]
     assert reqs <= 1, f"{reqs} requests were sent with a rejected token"
+    # Every stream fails with the rejected token's error.
+    errors = stream_errors(db, run)
+    assert {v[0] for v in errors.values()} == {"failed"}, errors
+    assert errors["locations"][2] == "UNAUTHORIZED" and "access token rejected" in errors["locations"][1], errors
+    assert all(errors["locations"][1] in v[1] for v in errors.values()), errors
     # The built-in schedule backs off: with a 1 hour interval, one failure makes the next run due
     # after 2 hours, not 1.
     db.execute("UPDATE squaresync.sync_runs SET started_at = now() - interval '3 hours' WHERE id <> %s", (run,))
@@ -201,7 +209,9 @@ def test_redirect_is_not_followed_and_oversize_is_capped(synced, fake):
     run, status, *_ = last_run(db)
     errors = stream_errors(db, run)
     assert errors["vendors"][0] == "failed" and "redirect" in errors["vendors"][1].lower(), errors["vendors"]
-    assert errors["refunds"][0] == "failed", errors["refunds"]
+    assert errors["vendors"][2] == "redirect", errors["vendors"]
+    assert errors["refunds"][0] == "failed" and errors["refunds"][2] == "too_large", errors["refunds"]
+    assert status == "partial" and last_run(db)[3] == 0, "a redirect or an oversized body was retried"
     assert "too large" in errors["refunds"][1].lower() or "larger than" in errors["refunds"][1].lower(), errors["refunds"]
     db.execute("SELECT squaresync.incremental()")
     assert_matches_fake(db, fake)
@@ -431,6 +441,7 @@ def test_a_lock_held_on_a_data_table_fails_the_stream_clearly(synced, fake, clus
     run, *_ = last_run(db)
     errors = stream_errors(db, run)
     assert errors["orders"][0] == "failed" and "lock_timeout" in errors["orders"][1], errors["orders"]
+    assert errors["orders"][2] == "55P03", errors["orders"]
     db.execute("SELECT squaresync.incremental()")
     assert_matches_fake(db, fake)
 

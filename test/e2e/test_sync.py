@@ -112,8 +112,12 @@ def test_a_foundation_into_tables_a_reader_holds_loads_them_row_by_row(db, fake,
 
 
 def test_a_first_load_that_breaks_a_foreign_key_fails_and_leaves_the_tables_as_they_were(db, fake):
-    """The foreign keys made again are checked: variations whose item is missing fail the apply,
-    and its rollback restores the indexes and foreign keys it had dropped."""
+    """The foreign keys a first load makes again after its rows are validated, not taken on trust:
+    a catalog apply into emptied tables whose variations lack their items fails in _apply_stream
+    with the key's name. (_apply_stream is called directly, in a transaction of the test's, because
+    no fake catalog can send such variations; a worker's apply transaction ends the same way, and a
+    failed apply's recording is shown by test_faults.py's lock-timeout test.) The aborted transaction
+    takes the dropped indexes and keys back with it: PostgreSQL's DDL is transactional."""
     db.execute("SELECT squaresync.foundation()")
     merchant = db.execute("SELECT merchant_id FROM squaresync.connection").fetchone()[0]
     before = upkeep(db)
@@ -127,7 +131,48 @@ def test_a_first_load_that_breaks_a_foreign_key_fails_and_leaves_the_tables_as_t
             db.execute("SELECT squaresync._apply_stream(0, %s, 'catalog', true, NULL)", (merchant,))
     assert upkeep(db) == before
     assert db.execute("SELECT count(*) FROM square.catalog_variations").fetchone()[0] > 0
-    assert db.execute("SELECT count(*) FROM squaresync.stage_catalog_variations").fetchone()[0] == 0
+
+
+def test_a_foundation_tombstones_or_deletes_what_square_no_longer_has(db, fake):
+    """A full read reconciles (schema.md, *Deletes*): catalog objects Square no longer returns at all
+    (purged: no tombstone was ever sent) become tombstones, with deleted_at set, audited as deletes
+    with an after image; a row of another table that Square no longer returns (a payment) is deleted
+    and audited with its old row; no other row is written."""
+    db.execute("SELECT squaresync.foundation()")
+    db.execute("CREATE TEMP TABLE lost AS SELECT * FROM square.payments ORDER BY id LIMIT 1")
+    db.execute("UPDATE lost SET id = 'LOST_PAYMENT', raw = jsonb_set(raw, '{id}', '\"LOST_PAYMENT\"')")
+    db.execute("INSERT INTO square.payments SELECT * FROM lost")
+    purged = fake.mutate({"purge_items": 2})
+    items, variations = purged["catalog_items"]["purged"], purged["catalog_variations"]["purged"]
+    infos = [r[0] for r in db.execute("SELECT id FROM square.catalog_vendor_info WHERE variation_id = ANY(%s)",
+                                      (variations,))]
+    before = row_versions(db)
+    run = db.execute("SELECT squaresync.foundation()").fetchone()[0]
+    assert run_row(db, run)["status"] == "succeeded"
+
+    def audited(table, op):
+        return {r[0] for r in db.execute("SELECT pk ->> 'id' FROM squaresync.changes WHERE run_id = %s"
+                                         " AND table_name = %s AND op = %s AND after IS NOT NULL",
+                                         (run, table, op))} if op == "delete" else set()
+
+    for table, ids in (("catalog_items", items), ("catalog_variations", variations), ("catalog_vendor_info", infos)):
+        rows = db.execute(f"SELECT id, is_deleted, deleted_at IS NOT NULL FROM square.{table} WHERE id = ANY(%s)",
+                          (ids,)).fetchall()
+        assert sorted(r[0] for r in rows) == sorted(ids) and all(r[1] and r[2] for r in rows), (table, rows)
+        assert audited(table, "delete") == set(ids), table
+    assert not db.execute("SELECT 1 FROM square.payments WHERE id = 'LOST_PAYMENT'").fetchone()
+    gone = db.execute("SELECT op, before ->> 'id', after FROM squaresync.changes WHERE run_id = %s"
+                      " AND table_name = 'payments'", (run,)).fetchall()
+    assert gone == [("delete", "LOST_PAYMENT", None)], gone
+    # Nothing else was written (the availability of the purged variations follows them: not compared).
+    after = row_versions(db)
+    touched = {"catalog_items": set(items), "catalog_variations": set(variations), "catalog_vendor_info": set(infos)}
+    for t in XMIN_TABLES:
+        if t in ("catalog_location_availability", "payments") or t in touched:
+            continue
+        assert after[t] == before[t], f"{t}: rows rewritten by a foundation that changed nothing there"
+    # The rest matches Square (the fake keeps no trace of what it purged; the tombstones stay here).
+    assert_matches_fake(db, fake, [t for t in fake.snapshot()["tables"] if t not in touched])
 
 
 def test_incremental_with_nothing_changed_writes_nothing(db, fake):
