@@ -131,6 +131,10 @@ DECLARE
     t_row    text;
     is_gone  text;
     gone_sql text;
+    parents  text;
+    p_guard  text;
+    par_ids  text[];
+    par_bat  bigint[];
 BEGIN
     SELECT * INTO STRICT d FROM squaresync.synced_tables WHERE table_name = p_table;
     keys := d.key_columns;
@@ -150,14 +154,30 @@ BEGIN
             FROM unnest(ARRAY['merchant_id'] || allc || ARRAY['synced_at']) c WHERE c <> 'raw');
 
     -- The staged rows, one per key: the newest by the guard column, then the latest page.
-    -- A child's rows come only from its parent's latest staged copy.
+    -- A child's rows come only from the staged copy of its parent that the parent's apply chose
+    -- (the same order), and only when that copy was not older than the stored parent by the
+    -- parent's guard: the children of a parent left alone are left alone too (the parent is applied
+    -- first, in the same transaction, so the stored parent is the outcome).
     order_by := (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k)
                 || CASE WHEN d.guard_column IS NOT NULL THEN format(', %I DESC NULLS LAST', d.guard_column) ELSE '' END
                 || ', _batch DESC, _ord DESC';
     src := format('SELECT DISTINCT ON (%s) * FROM squaresync.%I c', (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), 'stage_' || p_table);
     IF d.parent_table IS NOT NULL THEN
-        src := src || format(' WHERE (c.%I, c._batch) IN (SELECT id, max(_batch) FROM squaresync.%I GROUP BY id)',
-                             d.parent_column, 'stage_' || d.parent_table);
+        p_guard := (SELECT guard_column FROM squaresync.synced_tables WHERE table_name = d.parent_table);
+        IF p_guard IS NULL THEN
+            parents := format('SELECT id, max(_batch) FROM squaresync.%I GROUP BY id', 'stage_' || d.parent_table);
+        ELSE
+            parents := format('SELECT sp.id, sp._batch FROM (SELECT DISTINCT ON (id) id, _batch, %1$I AS g'
+                              ' FROM squaresync.%2$I ORDER BY id, %1$I DESC NULLS LAST, _batch DESC, _ord DESC) sp'
+                              ' LEFT JOIN square.%3$I tp ON tp.merchant_id = $1 AND tp.id = sp.id'
+                              ' WHERE NOT coalesce(sp.g < tp.%1$I, false)',
+                              p_guard, 'stage_' || d.parent_table, d.parent_table);
+        END IF;
+        -- Read once, then given to the statements as arrays ($5, $6): the planner sees a list of
+        -- keys, and probes the children's index by parent as it does for any key list.
+        EXECUTE format('SELECT coalesce(array_agg(x.id), ''{}''), coalesce(array_agg(x._batch), ''{}'') FROM (%s) x(id, _batch)',
+                       parents) INTO par_ids, par_bat USING p_merchant;
+        src := src || format(' WHERE (c.%I, c._batch) IN (SELECT * FROM unnest($5::text[], $6::bigint[]))', d.parent_column);
     END IF;
     src := src || ' ORDER BY ' || order_by;
 
@@ -184,7 +204,7 @@ BEGIN
             -- is kilobytes, and RETURNING keeps every returned row until the audit reads it).
             (SELECT string_agg(format('j.%I', c), ', ') FROM unnest(allc) c
              WHERE c = ANY (keys) OR (c <> 'raw' AND NOT (p_full AND p_keys_only_inserts))));
-        EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts;
+        EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys, par_ids, par_bat;
         RETURN result;
     END IF;
 
@@ -192,7 +212,7 @@ BEGIN
     IF p_full THEN
         scope := 'true';
     ELSIF d.parent_table IS NOT NULL THEN
-        scope := format('t.%I IN (SELECT id FROM squaresync.%I)', d.parent_column, 'stage_' || d.parent_table);
+        scope := format('t.%I = ANY ($5)', d.parent_column);
     ELSE
         scope := 'false';
     END IF;
@@ -277,7 +297,7 @@ BEGIN
         (SELECT string_agg(format('j.%I', c), ', ') FROM unnest(cols) c),      -- 4
         t_cols,                                                                -- 5
         CASE WHEN d.guard_column IS NOT NULL
-             THEN format('AND NOT (j.%1$I < (j.t_row).%1$I)', d.guard_column) ELSE '' END,  -- 6
+             THEN format('AND NOT coalesce(j.%1$I < (j.t_row).%1$I, false)', d.guard_column) ELSE '' END,  -- 6
         gone_sql,                                                              -- 7
         all_list,                                                              -- 8
         (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),        -- 9
@@ -306,7 +326,7 @@ BEGIN
         is_gone,                                                               -- 25
         key_join                                                               -- 26
     );
-    EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys;
+    EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys, par_ids, par_bat;
     RETURN result;
 END
 $fn$;

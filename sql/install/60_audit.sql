@@ -45,7 +45,11 @@ BEGIN
            count(*) FILTER (WHERE c.op = 'insert') - count(*) FILTER (WHERE c.op = 'delete' AND c.after IS NULL),
            p_run
     FROM squaresync.changes c
-    WHERE c.run_id = p_run AND c.table_name = ANY (p_tables) AND c.xmin = pg_current_xact_id()::xid
+    WHERE c.run_id = p_run AND c.table_name = ANY (p_tables)
+      -- A rollback's entries are all of this call, which may run in a subtransaction (a savepoint,
+      -- a PL/pgSQL EXCEPTION block) whose rows carry their own xid.
+      AND (c.xmin = pg_current_xact_id()::xid
+           OR EXISTS (SELECT FROM squaresync.sync_runs x WHERE x.id = p_run AND x.kind = 'rollback'))
     GROUP BY c.table_name
     ON CONFLICT (merchant_id, table_name) DO UPDATE
         SET expected_rows = r.expected_rows + excluded.expected_rows, last_run_id = p_run, updated_at = now();
@@ -193,7 +197,9 @@ BEGIN
             SELECT j.*,
                    CASE WHEN j.op = 'insert' THEN CASE WHEN j.present THEN 'delete' END
                         WHEN NOT j.present THEN 'insert'
-                        WHEN (to_jsonb(j.t_row) - 'synced_at') IS DISTINCT FROM (j.before - 'synced_at') THEN 'update'
+                        -- Compared as rows of the table, both rendered here: the image's text was
+                        -- written in the worker's TimeZone, which need not be this session's.
+                        WHEN (to_jsonb(j.t_row) - 'synced_at') IS DISTINCT FROM (to_jsonb(j.b_row) - 'synced_at') THEN 'update'
                    END AS action
             FROM j
         ),
@@ -215,7 +221,7 @@ BEGIN
                    CASE d.action
                        WHEN 'delete' THEN NULL
                        WHEN 'insert' THEN d.before - 'raw' - 'merchant_id' - 'synced_at'
-                       ELSE coalesce((SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(d.before) a
+                       ELSE coalesce((SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(to_jsonb(d.b_row)) a
                                       LEFT JOIN jsonb_each(to_jsonb(d.t_row)) b ON b.key = a.key
                                       WHERE a.key NOT IN ('merchant_id', 'synced_at', 'raw')
                                         AND a.value IS DISTINCT FROM b.value), '{}')
@@ -276,6 +282,12 @@ END
 $fn$;
 
 -- Undoes one run (checked by rollback()) and records it as a new run of kind rollback; returns its id.
+-- The earlier of two watermarks (Square's RFC 3339 times); NULL, "from the start", when either is.
+CREATE FUNCTION squaresync._earliest_watermark(a text, b text)
+RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN a IS NULL OR b IS NULL THEN NULL WHEN a::timestamptz <= b::timestamptz THEN a ELSE b END
+$$;
+
 CREATE FUNCTION squaresync._rollback_one(p_run bigint, p_reason text)
 RETURNS bigint LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -305,14 +317,17 @@ BEGIN
     PERFORM squaresync._refresh_sales(new_id, r.merchant_id);
     PERFORM squaresync._after_run(new_id, r.merchant_id);
 
-    -- The watermarks go back to where they stood before the run: the next sync fetches that window again.
+    -- The watermarks go back to where they stood before the run, or stay where they are when that
+    -- is earlier still (an earlier run rolled back before this one): the next sync fetches the
+    -- windows of both again.
     INSERT INTO squaresync.sync_run_streams (run_id, stream, status, watermark_before, watermark_after, applied_at)
-    SELECT new_id, rs.stream, 'succeeded', s.watermark, rs.watermark_before, now()
+    SELECT new_id, rs.stream, 'succeeded', s.watermark, squaresync._earliest_watermark(s.watermark, rs.watermark_before), now()
     FROM squaresync.sync_run_streams rs
     LEFT JOIN squaresync.stream_state s ON s.merchant_id = r.merchant_id AND s.stream = rs.stream
     WHERE rs.run_id = p_run AND rs.status = 'succeeded';
     UPDATE squaresync.stream_state s
-       SET watermark = rs.watermark_before, last_run_id = new_id, updated_at = now()
+       SET watermark = squaresync._earliest_watermark(s.watermark, rs.watermark_before), last_run_id = new_id,
+           updated_at = now()
       FROM squaresync.sync_run_streams rs
      WHERE rs.run_id = p_run AND rs.status = 'succeeded' AND s.merchant_id = r.merchant_id AND s.stream = rs.stream;
     UPDATE squaresync.sync_run_streams SET status = 'rolled_back' WHERE run_id = p_run AND status = 'succeeded';

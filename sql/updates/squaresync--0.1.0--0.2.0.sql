@@ -59,14 +59,17 @@ BEGIN
     PERFORM squaresync._refresh_sales(new_id, r.merchant_id);
     PERFORM squaresync._after_run(new_id, r.merchant_id);
 
-    -- The watermarks go back to where they stood before the run: the next sync fetches that window again.
+    -- The watermarks go back to where they stood before the run, or stay where they are when that
+    -- is earlier still (an earlier run rolled back before this one): the next sync fetches the
+    -- windows of both again.
     INSERT INTO squaresync.sync_run_streams (run_id, stream, status, watermark_before, watermark_after, applied_at)
-    SELECT new_id, rs.stream, 'succeeded', s.watermark, rs.watermark_before, now()
+    SELECT new_id, rs.stream, 'succeeded', s.watermark, squaresync._earliest_watermark(s.watermark, rs.watermark_before), now()
     FROM squaresync.sync_run_streams rs
     LEFT JOIN squaresync.stream_state s ON s.merchant_id = r.merchant_id AND s.stream = rs.stream
     WHERE rs.run_id = p_run AND rs.status = 'succeeded';
     UPDATE squaresync.stream_state s
-       SET watermark = rs.watermark_before, last_run_id = new_id, updated_at = now()
+       SET watermark = squaresync._earliest_watermark(s.watermark, rs.watermark_before), last_run_id = new_id,
+           updated_at = now()
       FROM squaresync.sync_run_streams rs
      WHERE rs.run_id = p_run AND rs.status = 'succeeded' AND s.merchant_id = r.merchant_id AND s.stream = rs.stream;
     UPDATE squaresync.sync_run_streams SET status = 'rolled_back' WHERE run_id = p_run AND status = 'succeeded';
@@ -346,6 +349,10 @@ DECLARE
     t_row    text;
     is_gone  text;
     gone_sql text;
+    parents  text;
+    p_guard  text;
+    par_ids  text[];
+    par_bat  bigint[];
 BEGIN
     SELECT * INTO STRICT d FROM squaresync.synced_tables WHERE table_name = p_table;
     keys := d.key_columns;
@@ -365,14 +372,30 @@ BEGIN
             FROM unnest(ARRAY['merchant_id'] || allc || ARRAY['synced_at']) c WHERE c <> 'raw');
 
     -- The staged rows, one per key: the newest by the guard column, then the latest page.
-    -- A child's rows come only from its parent's latest staged copy.
+    -- A child's rows come only from the staged copy of its parent that the parent's apply chose
+    -- (the same order), and only when that copy was not older than the stored parent by the
+    -- parent's guard: the children of a parent left alone are left alone too (the parent is applied
+    -- first, in the same transaction, so the stored parent is the outcome).
     order_by := (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k)
                 || CASE WHEN d.guard_column IS NOT NULL THEN format(', %I DESC NULLS LAST', d.guard_column) ELSE '' END
                 || ', _batch DESC, _ord DESC';
     src := format('SELECT DISTINCT ON (%s) * FROM squaresync.%I c', (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), 'stage_' || p_table);
     IF d.parent_table IS NOT NULL THEN
-        src := src || format(' WHERE (c.%I, c._batch) IN (SELECT id, max(_batch) FROM squaresync.%I GROUP BY id)',
-                             d.parent_column, 'stage_' || d.parent_table);
+        p_guard := (SELECT guard_column FROM squaresync.synced_tables WHERE table_name = d.parent_table);
+        IF p_guard IS NULL THEN
+            parents := format('SELECT id, max(_batch) FROM squaresync.%I GROUP BY id', 'stage_' || d.parent_table);
+        ELSE
+            parents := format('SELECT sp.id, sp._batch FROM (SELECT DISTINCT ON (id) id, _batch, %1$I AS g'
+                              ' FROM squaresync.%2$I ORDER BY id, %1$I DESC NULLS LAST, _batch DESC, _ord DESC) sp'
+                              ' LEFT JOIN square.%3$I tp ON tp.merchant_id = $1 AND tp.id = sp.id'
+                              ' WHERE NOT coalesce(sp.g < tp.%1$I, false)',
+                              p_guard, 'stage_' || d.parent_table, d.parent_table);
+        END IF;
+        -- Read once, then given to the statements as arrays ($5, $6): the planner sees a list of
+        -- keys, and probes the children's index by parent as it does for any key list.
+        EXECUTE format('SELECT coalesce(array_agg(x.id), ''{}''), coalesce(array_agg(x._batch), ''{}'') FROM (%s) x(id, _batch)',
+                       parents) INTO par_ids, par_bat USING p_merchant;
+        src := src || format(' WHERE (c.%I, c._batch) IN (SELECT * FROM unnest($5::text[], $6::bigint[]))', d.parent_column);
     END IF;
     src := src || ' ORDER BY ' || order_by;
 
@@ -399,7 +422,7 @@ BEGIN
             -- is kilobytes, and RETURNING keeps every returned row until the audit reads it).
             (SELECT string_agg(format('j.%I', c), ', ') FROM unnest(allc) c
              WHERE c = ANY (keys) OR (c <> 'raw' AND NOT (p_full AND p_keys_only_inserts))));
-        EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts;
+        EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys, par_ids, par_bat;
         RETURN result;
     END IF;
 
@@ -407,7 +430,7 @@ BEGIN
     IF p_full THEN
         scope := 'true';
     ELSIF d.parent_table IS NOT NULL THEN
-        scope := format('t.%I IN (SELECT id FROM squaresync.%I)', d.parent_column, 'stage_' || d.parent_table);
+        scope := format('t.%I = ANY ($5)', d.parent_column);
     ELSE
         scope := 'false';
     END IF;
@@ -492,7 +515,7 @@ BEGIN
         (SELECT string_agg(format('j.%I', c), ', ') FROM unnest(cols) c),      -- 4
         t_cols,                                                                -- 5
         CASE WHEN d.guard_column IS NOT NULL
-             THEN format('AND NOT (j.%1$I < (j.t_row).%1$I)', d.guard_column) ELSE '' END,  -- 6
+             THEN format('AND NOT coalesce(j.%1$I < (j.t_row).%1$I, false)', d.guard_column) ELSE '' END,  -- 6
         gone_sql,                                                              -- 7
         all_list,                                                              -- 8
         (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),        -- 9
@@ -521,7 +544,7 @@ BEGIN
         is_gone,                                                               -- 25
         key_join                                                               -- 26
     );
-    EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys;
+    EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys, par_ids, par_bat;
     RETURN result;
 END
 $fn$;
@@ -909,7 +932,9 @@ BEGIN
             SELECT j.*,
                    CASE WHEN j.op = 'insert' THEN CASE WHEN j.present THEN 'delete' END
                         WHEN NOT j.present THEN 'insert'
-                        WHEN (to_jsonb(j.t_row) - 'synced_at') IS DISTINCT FROM (j.before - 'synced_at') THEN 'update'
+                        -- Compared as rows of the table, both rendered here: the image's text was
+                        -- written in the worker's TimeZone, which need not be this session's.
+                        WHEN (to_jsonb(j.t_row) - 'synced_at') IS DISTINCT FROM (to_jsonb(j.b_row) - 'synced_at') THEN 'update'
                    END AS action
             FROM j
         ),
@@ -931,7 +956,7 @@ BEGIN
                    CASE d.action
                        WHEN 'delete' THEN NULL
                        WHEN 'insert' THEN d.before - 'raw' - 'merchant_id' - 'synced_at'
-                       ELSE coalesce((SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(d.before) a
+                       ELSE coalesce((SELECT jsonb_object_agg(a.key, a.value) FROM jsonb_each(to_jsonb(d.b_row)) a
                                       LEFT JOIN jsonb_each(to_jsonb(d.t_row)) b ON b.key = a.key
                                       WHERE a.key NOT IN ('merchant_id', 'synced_at', 'raw')
                                         AND a.value IS DISTINCT FROM b.value), '{}')
@@ -1169,3 +1194,48 @@ BEGIN
     END IF;
 END
 $$;
+
+-- 60_audit.sql: a rollback's expected row counts also when it runs in a subtransaction, and its
+-- watermarks never later than they stand.
+-- Moves the expected row counts of p_tables by what p_run wrote in the current transaction (a run
+-- applies availability in two streams: only this transaction's entries count), or with p_baseline
+-- sets them to the tables' row counts.
+CREATE OR REPLACE FUNCTION squaresync._track_row_counts(p_run bigint, p_merchant text, p_tables text[], p_baseline boolean)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    t text;
+    n bigint;
+BEGIN
+    IF p_baseline THEN
+        FOREACH t IN ARRAY p_tables LOOP
+            EXECUTE format('SELECT count(*) FROM square.%I WHERE merchant_id = $1', t) INTO n USING p_merchant;
+            INSERT INTO squaresync.table_row_counts AS r (merchant_id, table_name, expected_rows, baseline_run, last_run_id)
+            VALUES (p_merchant, t, n, p_run, p_run)
+            ON CONFLICT (merchant_id, table_name) DO UPDATE
+                SET expected_rows = excluded.expected_rows, baseline_run = p_run, last_run_id = p_run, updated_at = now();
+        END LOOP;
+        RETURN;
+    END IF;
+    INSERT INTO squaresync.table_row_counts AS r (merchant_id, table_name, expected_rows, last_run_id)
+    SELECT p_merchant, c.table_name,
+           count(*) FILTER (WHERE c.op = 'insert') - count(*) FILTER (WHERE c.op = 'delete' AND c.after IS NULL),
+           p_run
+    FROM squaresync.changes c
+    WHERE c.run_id = p_run AND c.table_name = ANY (p_tables)
+      -- A rollback's entries are all of this call, which may run in a subtransaction (a savepoint,
+      -- a PL/pgSQL EXCEPTION block) whose rows carry their own xid.
+      AND (c.xmin = pg_current_xact_id()::xid
+           OR EXISTS (SELECT FROM squaresync.sync_runs x WHERE x.id = p_run AND x.kind = 'rollback'))
+    GROUP BY c.table_name
+    ON CONFLICT (merchant_id, table_name) DO UPDATE
+        SET expected_rows = r.expected_rows + excluded.expected_rows, last_run_id = p_run, updated_at = now();
+END
+$fn$;
+
+-- Undoes one run (checked by rollback()) and records it as a new run of kind rollback; returns its id.
+-- The earlier of two watermarks (Square's RFC 3339 times); NULL, "from the start", when either is.
+CREATE FUNCTION squaresync._earliest_watermark(a text, b text)
+RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN a IS NULL OR b IS NULL THEN NULL WHEN a::timestamptz <= b::timestamptz THEN a ELSE b END
+$$;
+REVOKE ALL ON FUNCTION squaresync._earliest_watermark(text, text) FROM PUBLIC;

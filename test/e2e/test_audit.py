@@ -107,6 +107,57 @@ def test_cascade_rolls_back_later_runs_newest_first(db, fake):
     assert checksums(db) == before
 
 
+def test_rolling_back_an_earlier_run_then_a_later_one_keeps_the_earlier_watermark(db, fake):
+    """Two runs that changed different rows, rolled back earlier first (no cascade needed): each
+    rollback leaves the catalog's watermark where the earlier run found it, so the next sync fetches
+    both windows again."""
+    db.execute("SELECT squaresync.foundation()")
+    w0 = watermarks(db)["catalog"]
+    fake.mutate({"catalog_items": {"create": 1}})
+    a = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    fake.mutate({"catalog_items": {"create": 1}})
+    b = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    assert watermarks(db)["catalog"] != w0
+    db.execute("SELECT squaresync.rollback(%s, 'earlier first')", (a,))
+    assert watermarks(db)["catalog"] == w0
+    db.execute("SELECT squaresync.rollback(%s, 'then the later')", (b,))
+    assert watermarks(db)["catalog"] == w0, "the second rollback moved the watermark forward"
+    db.execute("SELECT squaresync.incremental()")
+    assert_matches_fake(db, fake)
+
+
+def test_a_rollback_in_a_savepoint_keeps_the_expected_row_counts(db, fake):
+    """rollback() called in a subtransaction (a savepoint here; a PL/pgSQL EXCEPTION block alike)
+    moves the expected row counts by what it did: validate()'s row counts stay ok."""
+    db.execute("SELECT squaresync.foundation()")
+    fake.mutate(SELLERS_DAY)
+    inc = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    with db.transaction():
+        with db.transaction():  # a savepoint
+            db.execute("SELECT squaresync.rollback(%s, 'in a savepoint')", (inc,))
+    bad = [r for r in db.execute("SELECT * FROM squaresync.validate()").fetchall() if r[0] == "row count" and r[2] != "ok"]
+    assert not bad, bad
+
+
+def test_a_rollback_in_another_time_zone_lists_only_what_it_changed(db, fake):
+    """The audit images are written in the worker's TimeZone; a rollback from a session in another
+    zone compares rows, not their text: an order's untouched timestamps are not listed as changed."""
+    db.execute("SELECT squaresync.foundation()")
+    fake.mutate({"orders": {"update": 3}})
+    inc = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    before = checksums(db)
+    db.execute("SET TimeZone = 'Asia/Tokyo'")
+    try:
+        rb = db.execute("SELECT squaresync.rollback(%s, 'from Tokyo')", (inc,)).fetchone()[0]
+    finally:
+        db.execute("RESET TimeZone")
+    listed = {k for (after,) in db.execute("SELECT after FROM squaresync.changes WHERE run_id = %s"
+                                           " AND table_name = 'orders' AND op = 'update'", (rb,)).fetchall()
+              for k in after}
+    assert listed and "created_at" not in listed, listed
+    assert checksums(db) != before
+
+
 def test_rollback_refusals(db, fake, cluster):
     msg = error_of(db, "SELECT squaresync.rollback(424242, 'x')")
     assert "squaresync run 424242 does not exist" in msg and "squaresync.sync_runs" in msg

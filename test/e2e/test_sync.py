@@ -175,6 +175,71 @@ def test_a_foundation_tombstones_or_deletes_what_square_no_longer_has(db, fake):
     assert_matches_fake(db, fake, [t for t in fake.snapshot()["tables"] if t not in touched])
 
 
+def test_a_stored_row_without_its_guard_value_is_still_updated(db, fake):
+    """A NULL guard value (here an order's updated_at) on the stored side does not block the write."""
+    db.execute("SELECT squaresync.foundation()")
+    changed = fake.mutate({"orders": {"update": 3}})["orders"]["updated"]
+    db.execute("UPDATE square.orders SET updated_at = NULL WHERE id = ANY(%s)", (changed,))
+    run = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    assert run_row(db, run)["status"] == "succeeded"
+    assert db.execute("SELECT count(*) FROM square.orders WHERE id = ANY(%s) AND updated_at IS NULL",
+                      (changed,)).fetchone()[0] == 0, "a changed order was not written over a NULL updated_at"
+    assert_matches_fake(db, fake)
+
+
+def stage_copy(con, order_id, batch, age, bump):
+    """Stages a copy of a stored order as page `batch`: its updated_at `age` older, its line items'
+    quantities `bump` higher and its last line item missing."""
+    con.execute("INSERT INTO squaresync.stage_orders SELECT o.*, %s, 1 FROM square.orders o WHERE o.id = %s",
+                (batch, order_id))
+    con.execute("UPDATE squaresync.stage_orders SET updated_at = updated_at - %s::interval, version = version - 1"
+                " WHERE id = %s AND _batch = %s", (age, order_id, batch))
+    con.execute("INSERT INTO squaresync.stage_order_line_items SELECT li.*, %s, row_number() OVER ()"
+                " FROM square.order_line_items li WHERE li.order_id = %s", (batch, order_id))
+    con.execute("UPDATE squaresync.stage_order_line_items SET quantity = quantity + %s"
+                " WHERE order_id = %s AND _batch = %s", (bump, order_id, batch))
+    con.execute("DELETE FROM squaresync.stage_order_line_items WHERE order_id = %s AND _batch = %s"
+                " AND uid = (SELECT max(uid) FROM square.order_line_items WHERE order_id = %s)",
+                (order_id, batch, order_id))
+
+
+def test_an_orders_parts_follow_the_copy_of_the_order_that_was_chosen(db, fake):
+    """Staged copies of one order (_apply_stream called directly, in a transaction of the test's: no
+    fake sends stale copies): its parts come from the copy the guard chose, never from another; and a
+    copy older than the stored order leaves the order and its parts alone."""
+    db.execute("SELECT squaresync.foundation()")
+    merchant = db.execute("SELECT merchant_id FROM squaresync.connection").fetchone()[0]
+    oid = db.execute("SELECT order_id FROM square.order_line_items GROUP BY order_id HAVING count(*) >= 2"
+                     " ORDER BY order_id LIMIT 1").fetchone()[0]
+    parts = "SELECT uid, quantity FROM square.order_line_items WHERE order_id = %s ORDER BY uid"
+    stored = db.execute(parts, (oid,)).fetchall()
+
+    class Undo(Exception):
+        pass
+
+    def apply():
+        db.execute("SELECT squaresync._apply_stream(%s, %s, 'orders', false, NULL)",
+                   (db.execute("SELECT max(id) FROM squaresync.sync_runs").fetchone()[0], merchant))
+
+    # Page 1: the order as stored, its parts +1; page 2, later: an older copy, its parts +5. The
+    # order of page 1 is chosen (newer), and so are its parts.
+    with pytest.raises(Undo):
+        with db.transaction():
+            stage_copy(db, oid, 1, "0 seconds", 1)
+            stage_copy(db, oid, 2, "1 hour", 5)
+            apply()
+            got = db.execute(parts, (oid,)).fetchall()
+            assert got == [(u, q + 1) for u, q in stored[:-1]], (stored, got)
+            raise Undo
+    # Only an older copy: the order is left alone, and so are its parts.
+    with pytest.raises(Undo):
+        with db.transaction():
+            stage_copy(db, oid, 1, "1 hour", 5)
+            apply()
+            assert db.execute(parts, (oid,)).fetchall() == stored
+            raise Undo
+
+
 def test_incremental_with_nothing_changed_writes_nothing(db, fake):
     db.execute("SELECT squaresync.foundation()")
     before = row_versions(db)
