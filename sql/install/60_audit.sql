@@ -282,10 +282,14 @@ END
 $fn$;
 
 -- Undoes one run (checked by rollback()) and records it as a new run of kind rollback; returns its id.
--- The earlier of two watermarks (Square's RFC 3339 times); NULL, "from the start", when either is.
+-- The earlier of two watermarks (Square's RFC 3339 times); NULL, "from the start", when either is;
+-- b when they cannot be compared as times.
 CREATE FUNCTION squaresync._earliest_watermark(a text, b text)
 RETURNS text LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN a IS NULL OR b IS NULL THEN NULL WHEN a::timestamptz <= b::timestamptz THEN a ELSE b END
+    SELECT CASE WHEN a IS NULL OR b IS NULL THEN NULL
+                WHEN NOT (a ~ '^\d{4}-\d\d-\d\dT' AND b ~ '^\d{4}-\d\d-\d\dT') THEN b
+                WHEN a::timestamptz < b::timestamptz THEN a
+                ELSE b END
 $$;
 
 CREATE FUNCTION squaresync._rollback_one(p_run bigint, p_reason text)
@@ -598,13 +602,26 @@ BEGIN
              ELSE format('%s orders whose total_money is not their line items'' totals + service charges + tip, e.g. %s',
                          n, array_to_string(ex, ', ')) END;
 
+    -- Inclusive taxes are deducted from gross sales in the US, Canada and Japan, and stay in them in
+    -- Europe and Australia (OrderLineItem.gross_sales_money): there the total adds the additive
+    -- taxes only, the line item's taxes less those its order lists as INCLUSIVE.
     SELECT count(*), (array_agg(li.order_id || '/' || li.uid ORDER BY li.order_id, li.uid))[1:5] INTO n, ex
     FROM square.order_line_items li
     WHERE li.total_money_amount IS DISTINCT FROM
           coalesce(li.gross_sales_money_amount, 0) - coalesce(li.total_discount_money_amount, 0)
-          + coalesce(li.total_tax_money_amount, 0) + coalesce(li.total_service_charge_money_amount, 0);
+          + coalesce(li.total_tax_money_amount, 0) + coalesce(li.total_service_charge_money_amount, 0)
+      AND li.total_money_amount IS DISTINCT FROM
+          coalesce(li.gross_sales_money_amount, 0) - coalesce(li.total_discount_money_amount, 0)
+          + coalesce(li.total_tax_money_amount, 0) + coalesce(li.total_service_charge_money_amount, 0)
+          - (SELECT coalesce(sum((at.value #>> '{applied_money,amount}')::bigint), 0)
+               FROM square.orders o
+               CROSS JOIN LATERAL jsonb_array_elements(o.raw -> 'line_items') l
+               CROSS JOIN LATERAL jsonb_array_elements(l.value -> 'applied_taxes') at
+               JOIN LATERAL jsonb_array_elements(o.raw -> 'taxes') tx ON tx.value ->> 'uid' = at.value ->> 'tax_uid'
+              WHERE o.merchant_id = li.merchant_id AND o.id = li.order_id AND l.value ->> 'uid' = li.uid
+                AND tx.value ->> 'type' = 'INCLUSIVE');
     RETURN QUERY SELECT 'line item totals'::text, 'order_line_items'::text, CASE WHEN n = 0 THEN 'ok' ELSE 'fail' END,
-        CASE WHEN n = 0 THEN 'every line item''s total_money = gross sales - discounts + taxes + service charges'
+        CASE WHEN n = 0 THEN 'every line item''s total_money = gross sales - discounts + taxes (additive only where gross sales hold the inclusive ones) + service charges'
              ELSE format('%s line items whose total_money is not gross sales - discounts + taxes + service charges, e.g. %s',
                          n, array_to_string(ex, ', ')) END;
 

@@ -1233,9 +1233,304 @@ END
 $fn$;
 
 -- Undoes one run (checked by rollback()) and records it as a new run of kind rollback; returns its id.
--- The earlier of two watermarks (Square's RFC 3339 times); NULL, "from the start", when either is.
+-- The earlier of two watermarks (Square's RFC 3339 times); NULL, "from the start", when either is;
+-- b when they cannot be compared as times.
 CREATE FUNCTION squaresync._earliest_watermark(a text, b text)
 RETURNS text LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN a IS NULL OR b IS NULL THEN NULL WHEN a::timestamptz <= b::timestamptz THEN a ELSE b END
+    SELECT CASE WHEN a IS NULL OR b IS NULL THEN NULL
+                WHEN NOT (a ~ '^\d{4}-\d\d-\d\dT' AND b ~ '^\d{4}-\d\d-\d\dT') THEN b
+                WHEN a::timestamptz < b::timestamptz THEN a
+                ELSE b END
 $$;
 REVOKE ALL ON FUNCTION squaresync._earliest_watermark(text, text) FROM PUBLIC;
+
+-- 60_audit.sql: validate()'s line item totals allow for inclusive taxes kept in gross sales (Europe,
+-- Australia).
+CREATE OR REPLACE FUNCTION squaresync.validate(deep boolean DEFAULT false)
+RETURNS TABLE (check_name text, table_name text, status text, detail text)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    x        record;
+    n        bigint;
+    e        bigint;
+    ex       text[];
+    m        text;
+    sample_n integer;
+    ids      jsonb;
+    fetched  jsonb;
+    resp     jsonb;
+    cursor_  text;
+    list_ids text[];
+    list_tps text[];
+    miss     text[];
+    q        text;
+    st       text;
+    dt       text;
+BEGIN
+    -- References.
+    FOR x IN SELECT * FROM (VALUES
+            ('order_line_items', 'order_id', 'orders', 'id', 'true'),
+            ('order_fulfillments', 'order_id', 'orders', 'id', 'true'),
+            ('order_returns', 'order_id', 'orders', 'id', 'true'),
+            ('order_refunds', 'order_id', 'orders', 'id', 'true'),
+            ('tenders', 'order_id', 'orders', 'id', 'true'),
+            ('catalog_variations', 'item_id', 'catalog_items', 'id', 'true'),
+            ('catalog_inventory', 'catalog_object_id', 'catalog_variations', 'id',
+             $c$coalesce(c.catalog_object_type, 'ITEM_VARIATION') = 'ITEM_VARIATION'$c$),
+            ('catalog_inventory', 'location_id', 'locations', 'id', 'true'),
+            ('catalog_location_availability', 'variation_id', 'catalog_variations', 'id', 'true'),
+            ('catalog_location_availability', 'location_id', 'locations', 'id', 'true'),
+            ('catalog_vendor_info', 'variation_id', 'catalog_variations', 'id', 'true'),
+            ('catalog_vendor_info', 'vendor_id', 'vendors', 'id', 'true')
+        ) v(tbl, col, parent, pcol, cond) LOOP
+        EXECUTE format($q$SELECT count(*), (array_agg(DISTINCT c.%2$I))[1:5] FROM square.%1$I c
+                          WHERE c.%2$I IS NOT NULL AND %5$s
+                            AND NOT EXISTS (SELECT 1 FROM square.%3$I p WHERE p.merchant_id = c.merchant_id AND p.%4$I = c.%2$I)$q$,
+                       x.tbl, x.col, x.parent, x.pcol, x.cond) INTO n, ex;
+        RETURN QUERY SELECT 'references ' || x.parent, x.tbl,
+            CASE WHEN n = 0 THEN 'ok' ELSE 'fail' END,
+            CASE WHEN n = 0 THEN format('every %s is in %s', x.col, x.parent)
+                 ELSE format('%s rows whose %s is not in %s, e.g. %s', n, x.col, x.parent, array_to_string(ex, ', ')) END;
+    END LOOP;
+
+    -- Row counts.
+    FOR x IN SELECT s.table_name AS tbl FROM squaresync.synced_tables s ORDER BY s.apply_order LOOP
+        EXECUTE format('SELECT count(*) FROM square.%I', x.tbl) INTO n;
+        SELECT sum(c.expected_rows) INTO e FROM squaresync.table_row_counts c WHERE c.table_name = x.tbl;
+        RETURN QUERY SELECT 'row count'::text, x.tbl,
+            CASE WHEN e IS NULL THEN CASE WHEN n = 0 THEN 'ok' ELSE 'warn' END
+                 WHEN e = n THEN 'ok' ELSE 'fail' END,
+            CASE WHEN e IS NULL THEN format('%s rows; no sync has applied this table yet', n)
+                 WHEN e = n THEN format('%s rows, as expected', n)
+                 ELSE format('%s rows, expected %s (the last foundation''s rows plus the inserts less the deletes audited since)', n, e) END;
+    END LOOP;
+
+    -- Square's money model.
+    SELECT count(*), (array_agg(o.id ORDER BY o.id))[1:5] INTO n, ex
+    FROM square.orders o
+    JOIN (SELECT li.merchant_id, li.order_id, sum(li.total_money_amount) AS lines
+            FROM square.order_line_items li GROUP BY 1, 2) l ON l.merchant_id = o.merchant_id AND l.order_id = o.id
+    WHERE o.total_money_amount IS DISTINCT FROM
+          l.lines + coalesce(o.total_service_charge_money_amount, 0) + coalesce(o.total_tip_money_amount, 0);
+    RETURN QUERY SELECT 'order totals'::text, 'orders'::text, CASE WHEN n = 0 THEN 'ok' ELSE 'fail' END,
+        CASE WHEN n = 0 THEN 'every order''s total_money = its line items'' totals + service charges + tip'
+             ELSE format('%s orders whose total_money is not their line items'' totals + service charges + tip, e.g. %s',
+                         n, array_to_string(ex, ', ')) END;
+
+    -- Inclusive taxes are deducted from gross sales in the US, Canada and Japan, and stay in them in
+    -- Europe and Australia (OrderLineItem.gross_sales_money): there the total adds the additive
+    -- taxes only, the line item's taxes less those its order lists as INCLUSIVE.
+    SELECT count(*), (array_agg(li.order_id || '/' || li.uid ORDER BY li.order_id, li.uid))[1:5] INTO n, ex
+    FROM square.order_line_items li
+    WHERE li.total_money_amount IS DISTINCT FROM
+          coalesce(li.gross_sales_money_amount, 0) - coalesce(li.total_discount_money_amount, 0)
+          + coalesce(li.total_tax_money_amount, 0) + coalesce(li.total_service_charge_money_amount, 0)
+      AND li.total_money_amount IS DISTINCT FROM
+          coalesce(li.gross_sales_money_amount, 0) - coalesce(li.total_discount_money_amount, 0)
+          + coalesce(li.total_tax_money_amount, 0) + coalesce(li.total_service_charge_money_amount, 0)
+          - (SELECT coalesce(sum((at.value #>> '{applied_money,amount}')::bigint), 0)
+               FROM square.orders o
+               CROSS JOIN LATERAL jsonb_array_elements(o.raw -> 'line_items') l
+               CROSS JOIN LATERAL jsonb_array_elements(l.value -> 'applied_taxes') at
+               JOIN LATERAL jsonb_array_elements(o.raw -> 'taxes') tx ON tx.value ->> 'uid' = at.value ->> 'tax_uid'
+              WHERE o.merchant_id = li.merchant_id AND o.id = li.order_id AND l.value ->> 'uid' = li.uid
+                AND tx.value ->> 'type' = 'INCLUSIVE');
+    RETURN QUERY SELECT 'line item totals'::text, 'order_line_items'::text, CASE WHEN n = 0 THEN 'ok' ELSE 'fail' END,
+        CASE WHEN n = 0 THEN 'every line item''s total_money = gross sales - discounts + taxes (additive only where gross sales hold the inclusive ones) + service charges'
+             ELSE format('%s line items whose total_money is not gross sales - discounts + taxes + service charges, e.g. %s',
+                         n, array_to_string(ex, ', ')) END;
+
+    SELECT count(*), (array_agg(li.order_id || '/' || li.uid ORDER BY li.order_id, li.uid))[1:5] INTO n, ex
+    FROM square.order_line_items li WHERE li.quantity IS NULL OR li.quantity <= 0;
+    RETURN QUERY SELECT 'quantities'::text, 'order_line_items'::text, CASE WHEN n = 0 THEN 'ok' ELSE 'fail' END,
+        CASE WHEN n = 0 THEN 'every quantity is positive'
+             ELSE format('%s line items without a positive quantity, e.g. %s', n, array_to_string(ex, ', ')) END;
+    SELECT count(*), (array_agg(i.catalog_object_id || '@' || i.location_id ORDER BY 1))[1:5] INTO n, ex
+    FROM square.catalog_inventory i WHERE i.quantity IS NULL OR i.quantity <> round(i.quantity, 5);
+    RETURN QUERY SELECT 'quantities'::text, 'catalog_inventory'::text, CASE WHEN n = 0 THEN 'ok' ELSE 'fail' END,
+        CASE WHEN n = 0 THEN 'every count has a quantity of at most 5 decimals'
+             ELSE format('%s counts without a quantity of at most 5 decimals, e.g. %s', n, array_to_string(ex, ', ')) END;
+
+    FOR x IN SELECT * FROM (VALUES
+            ('orders', 'id', ARRAY['total_money_amount', 'total_tax_money_amount', 'total_discount_money_amount',
+                                   'total_tip_money_amount', 'total_service_charge_money_amount']),
+            ('order_line_items', 'uid', ARRAY['base_price_money_amount', 'gross_sales_money_amount', 'total_tax_money_amount',
+                                              'total_discount_money_amount', 'total_money_amount']),
+            ('tenders', 'id', ARRAY['amount_money_amount', 'tip_money_amount']),
+            ('payments', 'id', ARRAY['amount_money_amount', 'tip_money_amount', 'total_money_amount']),
+            ('payment_refunds', 'id', ARRAY['amount_money_amount'])
+        ) v(tbl, idcol, cols) LOOP
+        EXECUTE format('SELECT count(*), (array_agg(t.%I ORDER BY t.%I))[1:5] FROM square.%I t WHERE %s',
+                       x.idcol, x.idcol, x.tbl,
+                       (SELECT string_agg(format('t.%I < 0', c), ' OR ') FROM unnest(x.cols) c)) INTO n, ex;
+        RETURN QUERY SELECT 'money'::text, x.tbl, CASE WHEN n = 0 THEN 'ok' ELSE 'fail' END,
+            CASE WHEN n = 0 THEN format('no negative amount in %s', array_to_string(x.cols, ', '))
+                 ELSE format('%s rows with a negative amount, e.g. %s', n, array_to_string(ex, ', ')) END;
+    END LOOP;
+
+    SELECT count(*), (array_agg(o.id ORDER BY o.id))[1:5] INTO n, ex
+    FROM square.orders o
+    WHERE EXISTS (
+        SELECT 1 FROM (
+            SELECT li.currency FROM square.order_line_items li WHERE li.merchant_id = o.merchant_id AND li.order_id = o.id
+            UNION SELECT t.currency FROM square.tenders t WHERE t.merchant_id = o.merchant_id AND t.order_id = o.id
+            UNION SELECT r.currency FROM square.order_returns r WHERE r.merchant_id = o.merchant_id AND r.order_id = o.id
+            UNION SELECT r.currency FROM square.order_refunds r WHERE r.merchant_id = o.merchant_id AND r.order_id = o.id
+            UNION SELECT o.currency
+        ) c WHERE c.currency IS NOT NULL
+        HAVING count(DISTINCT c.currency) > 1);
+    RETURN QUERY SELECT 'one currency per order'::text, 'orders'::text, CASE WHEN n = 0 THEN 'ok' ELSE 'fail' END,
+        CASE WHEN n = 0 THEN 'every order and its parts use one currency'
+             ELSE format('%s orders mixing currencies, e.g. %s', n, array_to_string(ex, ', ')) END;
+
+    -- The mapped columns against the stored object.
+    FOR x IN SELECT DISTINCT r.table_name AS tbl, s.tombstone FROM squaresync._raw_columns() r
+             JOIN squaresync.synced_tables s ON s.table_name = r.table_name ORDER BY 1 LOOP
+        EXECUTE format($q$SELECT count(*), (array_agg(t.%1$I || ' (' || array_to_string(b.bad, ', ') || ')' ORDER BY t.%1$I))[1:5]
+                          FROM square.%2$I t CROSS JOIN LATERAL (SELECT %3$s AS bad) b
+                          WHERE cardinality(b.bad) > 0 %4$s$q$,
+                       (squaresync._key_columns(x.tbl))[1], x.tbl, squaresync._raw_mismatch_sql(x.tbl, 't.raw'),
+                       CASE WHEN x.tombstone THEN 'AND NOT t.is_deleted' ELSE '' END) INTO n, ex;
+        RETURN QUERY SELECT 'columns match raw'::text, x.tbl, CASE WHEN n = 0 THEN 'ok' ELSE 'fail' END,
+            CASE WHEN n = 0 THEN 'the mapped columns equal the stored objects'
+                 ELSE format('%s rows whose columns differ from their raw object, e.g. %s', n, array_to_string(ex, ', ')) END;
+    END LOOP;
+
+    IF NOT deep THEN
+        RETURN;
+    END IF;
+
+    -- Deep: against Square.
+    sample_n := coalesce(nullif(btrim(current_setting('squaresync.validate_sample_size', true)), '')::integer, 50);
+    SELECT c.merchant_id INTO m FROM squaresync.connection c;
+    IF m IS NULL THEN
+        RETURN QUERY SELECT 'deep'::text, NULL::text, 'fail'::text, 'squaresync is not connected to Square'::text;
+        RETURN;
+    END IF;
+
+    -- Locations: all of them.
+    resp := squaresync._square_request('GET', '/v2/locations', NULL);
+    SELECT jsonb_agg(l.id) INTO ids FROM square.locations l WHERE l.merchant_id = m;
+    SELECT st_.status, st_.detail INTO st, dt
+    FROM squaresync._deep_compare('locations', coalesce(ids, '[]'), coalesce(resp -> 'locations', '[]'), 't.id', $k$o ->> 'id'$k$) st_;
+    RETURN QUERY SELECT 'deep: matches Square'::text, 'locations'::text, st, dt;
+
+    -- Catalog objects, by id (live rows: a tombstone's object may be gone).
+    FOR x IN SELECT * FROM (VALUES ('catalog_categories'), ('catalog_items'), ('catalog_variations'),
+                                   ('catalog_vendor_info')) v(tbl) LOOP
+        EXECUTE format('SELECT jsonb_agg(id) FROM (SELECT id FROM square.%I WHERE merchant_id = $1 AND NOT is_deleted
+                        ORDER BY random() LIMIT $2) s', x.tbl) INTO ids USING m, sample_n;
+        fetched := '[]';
+        FOR q IN SELECT jsonb_build_object('object_ids', jsonb_agg(v), 'include_deleted_objects', true)::text
+                 FROM (SELECT v, (row_number() OVER () - 1) / 1000 AS chunk FROM jsonb_array_elements(ids) v) c
+                 GROUP BY chunk LOOP
+            resp := squaresync._square_request('POST', '/v2/catalog/batch-retrieve', q);
+            fetched := fetched || coalesce(resp -> 'objects', '[]');
+        END LOOP;
+        IF x.tbl = 'catalog_vendor_info' THEN
+            -- No raw: vendor, SKU and cost against item_variation_vendor_info_data.
+            EXECUTE format($q$
+                SELECT count(*), (array_agg(t.id ORDER BY t.id) FILTER (WHERE f.o IS NULL OR
+                        t.vendor_id IS DISTINCT FROM f.o -> 'item_variation_vendor_info_data' ->> 'vendor_id' OR
+                        t.sku IS DISTINCT FROM f.o -> 'item_variation_vendor_info_data' ->> 'sku' OR
+                        t.price_amount IS DISTINCT FROM (f.o -> 'item_variation_vendor_info_data' -> 'price_money' ->> 'amount')::bigint))[1:5]
+                FROM square.catalog_vendor_info t
+                LEFT JOIN jsonb_array_elements($2) f(o) ON f.o ->> 'id' = t.id
+                WHERE t.merchant_id = $3 AND t.id IN (SELECT v #>> '{}' FROM jsonb_array_elements($1) v)$q$)
+            INTO n, ex USING coalesce(ids, '[]'), fetched, m;
+            RETURN QUERY SELECT 'deep: matches Square'::text, x.tbl, CASE WHEN ex IS NULL THEN 'ok' ELSE 'fail' END,
+                CASE WHEN ex IS NULL THEN format('%s sampled rows equal Square''s objects', n)
+                     ELSE format('%s sampled rows; missing or different in Square: %s', n, array_to_string(ex, ', ')) END;
+        ELSE
+            SELECT st_.status, st_.detail INTO st, dt
+            FROM squaresync._deep_compare(x.tbl, coalesce(ids, '[]'), fetched, 't.id', $k$o ->> 'id'$k$) st_;
+            RETURN QUERY SELECT 'deep: matches Square'::text, x.tbl, st, dt;
+        END IF;
+    END LOOP;
+
+    -- Inventory counts: the sampled counts' variations and locations, every page.
+    SELECT jsonb_agg(jsonb_build_array(catalog_object_id, location_id, state)) INTO ids
+    FROM (SELECT catalog_object_id, location_id, state FROM square.catalog_inventory WHERE merchant_id = m
+          ORDER BY random() LIMIT sample_n) s;
+    fetched := '[]';
+    IF ids IS NOT NULL THEN
+        cursor_ := NULL;
+        LOOP
+            resp := squaresync._square_request('POST', '/v2/inventory/counts/batch-retrieve',
+                jsonb_strip_nulls(jsonb_build_object(
+                    'catalog_object_ids', (SELECT jsonb_agg(DISTINCT k -> 0) FROM jsonb_array_elements(ids) k),
+                    'location_ids', (SELECT jsonb_agg(DISTINCT k -> 1) FROM jsonb_array_elements(ids) k),
+                    'cursor', cursor_))::text);
+            fetched := fetched || coalesce(resp -> 'counts', '[]');
+            cursor_ := resp ->> 'cursor';
+            EXIT WHEN cursor_ IS NULL;
+        END LOOP;
+    END IF;
+    SELECT st_.status, st_.detail INTO st, dt
+    FROM squaresync._deep_compare('catalog_inventory',
+            coalesce((SELECT jsonb_agg(concat_ws('|', k ->> 0, k ->> 1, k ->> 2)) FROM jsonb_array_elements(ids) k), '[]'),
+            fetched, $k$concat_ws('|', t.catalog_object_id, t.location_id, t.state)$k$,
+            $k$concat_ws('|', o ->> 'catalog_object_id', o ->> 'location_id', o ->> 'state')$k$) st_;
+    RETURN QUERY SELECT 'deep: matches Square'::text, 'catalog_inventory'::text, st, dt;
+
+    -- Vendors.
+    SELECT jsonb_agg(id) INTO ids FROM (SELECT id FROM square.vendors WHERE merchant_id = m ORDER BY random() LIMIT sample_n) s;
+    fetched := '[]';
+    IF ids IS NOT NULL THEN
+        resp := squaresync._square_request('POST', '/v2/vendors/bulk-retrieve', jsonb_build_object('vendor_ids', ids)::text);
+        SELECT coalesce(jsonb_agg(v.value -> 'vendor') FILTER (WHERE v.value ? 'vendor'), '[]') INTO fetched
+        FROM jsonb_each(coalesce(resp -> 'responses', '{}')) v;
+    END IF;
+    SELECT st_.status, st_.detail INTO st, dt
+    FROM squaresync._deep_compare('vendors', coalesce(ids, '[]'), fetched, 't.id', $k$o ->> 'id'$k$) st_;
+    RETURN QUERY SELECT 'deep: matches Square'::text, 'vendors'::text, st, dt;
+
+    -- Orders, 100 ids a request.
+    SELECT jsonb_agg(id) INTO ids FROM (SELECT id FROM square.orders WHERE merchant_id = m ORDER BY random() LIMIT sample_n) s;
+    fetched := '[]';
+    FOR q IN SELECT jsonb_build_object('order_ids', jsonb_agg(v))::text
+             FROM (SELECT v, (row_number() OVER () - 1) / 100 AS chunk FROM jsonb_array_elements(ids) v) c
+             GROUP BY chunk LOOP
+        resp := squaresync._square_request('POST', '/v2/orders/batch-retrieve', q);
+        fetched := fetched || coalesce(resp -> 'orders', '[]');
+    END LOOP;
+    SELECT st_.status, st_.detail INTO st, dt
+    FROM squaresync._deep_compare('orders', coalesce(ids, '[]'), fetched, 't.id', $k$o ->> 'id'$k$) st_;
+    RETURN QUERY SELECT 'deep: matches Square'::text, 'orders'::text, st, dt;
+
+    -- Every live catalog object against Square's list: deletes and inserts the sync missed.
+    list_ids := '{}';
+    list_tps := '{}';
+    cursor_ := NULL;
+    LOOP
+        resp := squaresync._square_request('GET', '/v2/catalog/list?types=ITEM,ITEM_VARIATION,CATEGORY'
+            || CASE WHEN cursor_ IS NULL THEN '' ELSE '&cursor=' || replace(replace(replace(cursor_, '+', '%2B'), '/', '%2F'), '=', '%3D') END,
+            NULL);
+        SELECT list_ids || coalesce(array_agg(o ->> 'id'), '{}'), list_tps || coalesce(array_agg(o ->> 'type'), '{}')
+        INTO list_ids, list_tps
+        FROM jsonb_array_elements(coalesce(resp -> 'objects', '[]')) o;
+        cursor_ := resp ->> 'cursor';
+        EXIT WHEN cursor_ IS NULL;
+    END LOOP;
+    FOR x IN SELECT * FROM (VALUES ('catalog_categories', 'CATEGORY'), ('catalog_items', 'ITEM'),
+                                   ('catalog_variations', 'ITEM_VARIATION')) v(tbl, typ) LOOP
+        EXECUTE format($q$
+            WITH sq AS (SELECT u.id FROM unnest($1, $2) u(id, typ) WHERE u.typ = $3),
+            db AS (SELECT id FROM square.%I WHERE merchant_id = $4 AND NOT is_deleted)
+            SELECT (SELECT array_agg(id ORDER BY id) FROM db WHERE id NOT IN (SELECT id FROM sq)),
+                   (SELECT array_agg(id ORDER BY id) FROM sq WHERE id NOT IN (SELECT id FROM db))$q$, x.tbl)
+        INTO ex, miss USING list_ids, list_tps, x.typ, m;
+        RETURN QUERY SELECT 'deep: deletes missed'::text, x.tbl,
+            CASE WHEN ex IS NULL THEN 'ok' ELSE 'fail' END,
+            CASE WHEN ex IS NULL THEN format('every live %s is in Square''s catalog', x.typ)
+                 ELSE format('%s live rows Square''s catalog no longer has, e.g. %s', cardinality(ex),
+                             array_to_string(ex[1:5], ', ')) END;
+        RETURN QUERY SELECT 'deep: inserts missed'::text, x.tbl,
+            CASE WHEN miss IS NULL THEN 'ok' ELSE 'fail' END,
+            CASE WHEN miss IS NULL THEN format('every %s in Square''s catalog is here and live', x.typ)
+                 ELSE format('%s objects of Square''s catalog missing or deleted here, e.g. %s', cardinality(miss),
+                             array_to_string(miss[1:5], ', ')) END;
+    END LOOP;
+END
+$fn$;

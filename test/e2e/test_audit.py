@@ -309,6 +309,23 @@ def test_validate_catches_prices_changed_behind_the_syncs_back(db, fake):
     assert vid in p[("deep: matches Square", "catalog_variations")] and "price_amount" in p[("deep: matches Square", "catalog_variations")]
 
 
+def test_validate_accepts_inclusive_taxes_kept_in_gross_sales(db, fake):
+    """An order taxed as in Europe or Australia: its tax INCLUSIVE and kept in the line items' gross
+    sales, so their total adds no tax. The line item totals check accepts it; a total damaged on top
+    of that is still caught."""
+    db.execute("SELECT squaresync.foundation()")
+    oid = db.execute("SELECT order_id FROM square.order_line_items WHERE total_tax_money_amount > 0"
+                     " ORDER BY order_id LIMIT 1").fetchone()[0]
+    db.execute("UPDATE square.orders SET raw = jsonb_set(raw, '{taxes,0,type}', '\"INCLUSIVE\"') WHERE id = %s", (oid,))
+    db.execute("UPDATE square.order_line_items SET gross_sales_money_amount = gross_sales_money_amount"
+               " + total_tax_money_amount WHERE order_id = %s", (oid,))
+    assert ("line item totals", "order_line_items") not in problems(db)
+    db.execute("UPDATE square.order_line_items SET total_money_amount = total_money_amount + 1"
+               " WHERE order_id = %s AND uid = (SELECT min(uid) FROM square.order_line_items WHERE order_id = %s)",
+               (oid, oid))
+    assert oid in problems(db)[("line item totals", "order_line_items")]
+
+
 def test_validate_catches_money_and_currency_damage(db, fake):
     db.execute("SELECT squaresync.foundation()")
     oid = db.execute("SELECT order_id FROM square.order_line_items ORDER BY order_id LIMIT 1").fetchone()[0]
