@@ -223,6 +223,31 @@ def test_refunds_default_all_locations(fake, schemas):
     assert sorted(r["id"] for r in default) == sorted(r["id"] for r in allr if parse(r["created_at"]) >= year_ago)
 
 
+def test_refunds_source_type_is_their_payments(fake):
+    """source_type keeps the refunds whose payment has that source type (GET /v2/refunds). (The
+    dataset's refunds all go back where their payments came from, so a filter on the refunds' own
+    destination_type, as the fake had, answers the same here: this checks the rule, not that change.)"""
+    allr = fake.walk("GET", "/v2/refunds?begin_time=" + EARLY, None, "refunds")[0]
+    pays = {p["id"]: p for p in fake.walk("GET", "/v2/payments?begin_time=" + EARLY, None, "payments")[0]}
+    for lid in locs(fake):
+        pays.update({p["id"]: p for p in fake.walk("GET", "/v2/payments?begin_time=%s&location_id=%s" % (EARLY, lid),
+                                                   None, "payments")[0]})
+    kinds = {pays[r["payment_id"]]["source_type"] for r in allr if r.get("payment_id") in pays}
+    assert kinds, "no refund with a known payment: the test proves nothing"
+    for kind in kinds | {"BANK_ACCOUNT"}:
+        got = fake.walk("GET", "/v2/refunds?begin_time=%s&source_type=%s" % (EARLY, kind), None, "refunds")[0]
+        assert sorted(r["id"] for r in got) == sorted(
+            r["id"] for r in allr if pays.get(r.get("payment_id"), {}).get("source_type") == kind), kind
+
+
+def test_null_sort_fields_take_their_defaults(fake):
+    """Square's spec marks these sort fields nullable: null is the default, not an error."""
+    assert fake.call("POST", "/v2/vendors/search", {"sort": {"field": None, "order": None}}).status == 200
+    assert fake.call("POST", "/v2/orders/search", {"location_ids": locs(fake)[:1],
+                                                   "query": {"sort": {"sort_field": "CREATED_AT", "sort_order": None}}}
+                     ).status == 200
+
+
 def test_transactions_window_and_sort(fake, schemas):
     lid = locs(fake)[0]
     allt = fake.walk("GET", "/v2/locations/%s/transactions?begin_time=%s&sort_order=ASC" % (lid, EARLY), None,

@@ -419,9 +419,9 @@ def vendors_search(ds, ctx, q, body):
     else:
         statuses = ["ACTIVE"]   # decision: without a status filter only ACTIVE vendors are returned
     sort = opt(body, "sort", "object", default={})
-    field = sort.get("field", "CREATED_AT")
+    field = sort.get("field") or "CREATED_AT"   # null is the default (nullable in the spec)
     enum_one(field, VENDOR_SORT_FIELDS, "sort.field")
-    order = sort.get("order", "ASC")
+    order = sort.get("order") or "ASC"
     enum_one(order, SORT_ORDERS, "sort.order")
     cursor = opt(body, "cursor", "string")
     params = {k: v for k, v in body.items() if k != "cursor"}
@@ -485,7 +485,7 @@ def orders_search(ds, ctx, q, body):
     if sort and "sort_field" not in sort:
         raise bad("MISSING_REQUIRED_PARAMETER", "Field must be set", "query.sort.sort_field")
     enum_one(sort_field, ORDER_SORT_FIELDS, "query.sort.sort_field")
-    sort_order = sort.get("sort_order", "DESC")
+    sort_order = sort.get("sort_order") or "DESC"   # null is the default (nullable in the spec)
     enum_one(sort_order, SORT_ORDERS, "query.sort.sort_order")
     states = None
     sf = opt(flt, "state_filter", "object", "query.filter.state_filter")
@@ -659,7 +659,8 @@ def refunds_list(ds, ctx, q, body):
     def extra(r):
         if status and r["status"] != status:
             return False
-        if source and r.get("destination_type") != source:
+        # Refunds whose payment has that source type (a refund's own destination_type may differ).
+        if source and ds.payments.get(r.get("payment_id"), {}).get("source_type") != source:
             return False
         return True
 
