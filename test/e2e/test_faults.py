@@ -379,16 +379,16 @@ def test_immediate_shutdown_mid_run_then_restart_converges(db, fake, cluster):
 
 
 def test_drop_extension_during_a_run_completes_and_the_worker_leaves(db, fake, cluster):
+    """The DROP never waits on the run: with each request a second late the run takes far longer
+    than the DROP's lock_timeout (3 s), which would fail it had it waited on a lock the run holds."""
     log_start = len(cluster.log_text())
-    fake.fault(latency_ms=150)
+    fake.fault(latency_ms=1000)
     db.execute("SELECT squaresync.foundation(wait => false)")
     pid = worker_pid(db)
     time.sleep(0.5)
-    t = time.time()
     other = cluster.connect()
-    other.execute("SET lock_timeout = '30s'")
+    other.execute("SET lock_timeout = '3s'")
     other.execute("DROP EXTENSION squaresync CASCADE")
-    assert time.time() - t < 30
     wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(), 30,
              "the worker to leave")
     fake.clear_faults()
@@ -397,6 +397,9 @@ def test_drop_extension_during_a_run_completes_and_the_worker_leaves(db, fake, c
 
 
 def test_drop_database_during_a_run_completes_and_the_worker_leaves(cluster, fake):
+    """DROP DATABASE ... WITH (FORCE) terminates the worker, and PostgreSQL itself fails the DROP
+    ("being accessed by other users") unless every backend of the database has left within its own
+    wait of a few seconds: the DROP succeeding is the check."""
     log_start = len(cluster.log_text())
     admin = cluster.connect()
     admin.execute("DROP DATABASE IF EXISTS shopdrop")
@@ -408,9 +411,7 @@ def test_drop_database_during_a_run_completes_and_the_worker_leaves(cluster, fak
     con.execute("SELECT squaresync.foundation(wait => false)")
     pid = worker_pid(con)
     con.close()
-    t = time.time()
     admin.execute("DROP DATABASE shopdrop WITH (FORCE)")
-    assert time.time() - t < 20
     wait_for(lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(), 20,
              "the worker to leave")
     fake.clear_faults()
