@@ -1323,12 +1323,11 @@ BEGIN
     -- taxes only, the line item's taxes less those its order lists as INCLUSIVE.
     SELECT count(*), (array_agg(li.order_id || '/' || li.uid ORDER BY li.order_id, li.uid))[1:5] INTO n, ex
     FROM square.order_line_items li
-    WHERE li.total_money_amount IS DISTINCT FROM
-          coalesce(li.gross_sales_money_amount, 0) - coalesce(li.total_discount_money_amount, 0)
-          + coalesce(li.total_tax_money_amount, 0) + coalesce(li.total_service_charge_money_amount, 0)
-      AND li.total_money_amount IS DISTINCT FROM
-          coalesce(li.gross_sales_money_amount, 0) - coalesce(li.total_discount_money_amount, 0)
-          + coalesce(li.total_tax_money_amount, 0) + coalesce(li.total_service_charge_money_amount, 0)
+    CROSS JOIN LATERAL (SELECT coalesce(li.gross_sales_money_amount, 0) - coalesce(li.total_discount_money_amount, 0)
+                               + coalesce(li.total_tax_money_amount, 0)
+                               + coalesce(li.total_service_charge_money_amount, 0) AS amount) e
+    WHERE li.total_money_amount IS DISTINCT FROM e.amount
+      AND li.total_money_amount IS DISTINCT FROM e.amount
           - (SELECT coalesce(sum((at.value #>> '{applied_money,amount}')::bigint), 0)
                FROM square.orders o
                CROSS JOIN LATERAL jsonb_array_elements(o.raw -> 'line_items') l
