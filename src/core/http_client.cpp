@@ -522,6 +522,7 @@ struct HttpClient::Impl {
         const bool attempts_left = next <= cfg.retry.max_attempts;
         if (const auto d = retry.next_delay(next, retry_after)) {
             ++stats.retries;
+            stats.backoff_ms += static_cast<std::uint64_t>(d->count());
             w.state = Walk::State::Waiting;
             w.wake = Clock::now() + *d;
             return "retry in " + std::to_string(d->count()) + " ms";

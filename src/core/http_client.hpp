@@ -95,6 +95,7 @@ struct HttpStats {
     std::uint64_t retries = 0;
     std::uint64_t rate_limited = 0;    // 429 answers
     std::uint64_t bytes_received = 0;  // decompressed body bytes
+    std::uint64_t backoff_ms = 0;      // waits scheduled before retries (Retry-After or backoff), summed
 };
 
 // One paginated listing: a chain of dependent requests. The client sends first(), gives each

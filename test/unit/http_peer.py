@@ -3,7 +3,7 @@
 
 Started by test_http_client.cpp on port 0; prints "listening URL" on stdout. Behaviour by path:
   /page?n=N&cursor=K&ms=M&key=W   page K of N ({"items":[...],"cursor":"K+1"} until the last page)
-  /hang?ms=M                      answers after M ms
+  /hang?ms=M                      answers after M ms (counted in hangs_answered when it does)
   /status/CODE?retry_after=S&leak=1  CODE with a Square error envelope (leak=1: echoes Authorization in detail)
   /401 /403 /410                  those statuses with Square's envelopes
   /flaky/KEY?fail=F&status=S&mode=status|reset|hang&ms=M&retry_after=S
@@ -47,11 +47,13 @@ class State:
         self.paths = {}
         self.flaky = {}
         self.gzipped = 0
+        self.hangs_answered = 0
 
     def snapshot(self):
         return {"connections": self.connections, "requests": self.requests,
                 "max_concurrent": self.max_concurrent, "key_max_concurrent": self.key_max,
-                "paths": self.paths, "gzipped": self.gzipped}
+                "paths": self.paths, "gzipped": self.gzipped,
+                "hangs_answered": self.hangs_answered}
 
 
 STATE = State()
@@ -168,6 +170,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, out)
         if path == "/hang":
             time.sleep(ms / 1000)
+            with STATE.lock:
+                STATE.hangs_answered += 1
             return self.reply(200, {"slept": ms})
         if path.startswith("/status/"):
             return self.fail_status(int(path[len("/status/"):]), q)
