@@ -73,6 +73,18 @@ BEGIN
       FROM squaresync.sync_run_streams rs
      WHERE rs.run_id = p_run AND rs.status = 'succeeded' AND s.merchant_id = r.merchant_id AND s.stream = rs.stream;
     UPDATE squaresync.sync_run_streams SET status = 'rolled_back' WHERE run_id = p_run AND status = 'succeeded';
+    -- A stream's last success is again the latest sync that applied it and still stands (none: NULL).
+    UPDATE squaresync.stream_state s
+       SET last_success_run_id = prev.run_id, last_success_at = prev.applied_at
+      FROM squaresync.stream_state s0
+      LEFT JOIN LATERAL (
+          SELECT x.run_id, x.applied_at
+          FROM squaresync.sync_run_streams x JOIN squaresync.sync_runs xr ON xr.id = x.run_id
+          WHERE x.stream = s0.stream AND x.status = 'succeeded' AND xr.merchant_id = s0.merchant_id
+            AND xr.kind <> 'rollback'
+          ORDER BY x.run_id DESC LIMIT 1) prev ON true
+     WHERE s.merchant_id = r.merchant_id AND s.last_success_run_id = p_run
+       AND s0.merchant_id = s.merchant_id AND s0.stream = s.stream;
 
     UPDATE squaresync.sync_runs SET status = 'rolled_back', rolled_back_by = new_id WHERE id = p_run;
     UPDATE squaresync.sync_runs x
@@ -1531,5 +1543,167 @@ BEGIN
                  ELSE format('%s objects of Square''s catalog missing or deleted here, e.g. %s', cardinality(miss),
                              array_to_string(miss[1:5], ', ')) END;
     END LOOP;
+END
+$fn$;
+
+
+-- Rollback: later runs tied to the run by a foreign key are conflicts too.
+-- The foreign keys among the square tables: child, parent, and their column pairs without
+-- merchant_id (every key and foreign key starts with it).
+CREATE FUNCTION squaresync._square_foreign_keys()
+RETURNS TABLE (child text, parent text, child_cols text[], parent_cols text[])
+LANGUAGE sql STABLE AS $$
+    SELECT ch.relname::text, pa.relname::text,
+           array_agg(ca.attname::text ORDER BY k.i), array_agg(pc.attname::text ORDER BY k.i)
+    FROM pg_constraint c
+    JOIN pg_class ch ON ch.oid = c.conrelid
+    JOIN pg_class pa ON pa.oid = c.confrelid
+    CROSS JOIN LATERAL unnest(c.conkey, c.confkey) WITH ORDINALITY k(ck, pk, i)
+    JOIN pg_attribute ca ON ca.attrelid = c.conrelid AND ca.attnum = k.ck
+    JOIN pg_attribute pc ON pc.attrelid = c.confrelid AND pc.attnum = k.pk
+    WHERE c.contype = 'f' AND ch.relnamespace = 'square'::regnamespace AND pa.relnamespace = 'square'::regnamespace
+      AND ca.attname <> 'merchant_id'
+    GROUP BY c.oid, ch.relname, pa.relname
+$$;
+REVOKE ALL ON FUNCTION squaresync._square_foreign_keys() FROM PUBLIC;
+
+-- Later runs (not rolled back, not rollbacks) that undoing p_run would break, directly: runs that
+-- changed rows p_run changed, and runs that inserted rows whose foreign key names a row p_run
+-- inserted (undoing p_run deletes it: an availability row a later run derived at a new location).
+CREATE FUNCTION squaresync._direct_conflicts(p_run bigint)
+RETURNS bigint[] LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    merchant text := (SELECT merchant_id FROM squaresync.sync_runs WHERE id = p_run);
+    fk       record;
+    found    bigint[];
+    more     bigint[];
+BEGIN
+    SELECT array_agg(DISTINCT c2.run_id) INTO found
+    FROM squaresync.changes c1
+    JOIN squaresync.changes c2 ON c2.table_name = c1.table_name AND c2.pk = c1.pk AND c2.run_id > c1.run_id
+    JOIN squaresync.sync_runs r ON r.id = c2.run_id
+    WHERE c1.run_id = p_run AND r.kind <> 'rollback' AND r.status <> 'rolled_back';
+
+    FOR fk IN SELECT * FROM squaresync._square_foreign_keys() LOOP
+        -- A child row a later run inserted, as stored, naming a parent p_run inserted.
+        EXECUTE format($q$
+            SELECT array_agg(DISTINCT c2.run_id)
+            FROM squaresync.changes c2
+            JOIN squaresync.sync_runs r ON r.id = c2.run_id AND r.merchant_id = $2
+                 AND r.kind <> 'rollback' AND r.status <> 'rolled_back'
+            JOIN square.%1$I t ON t.merchant_id = $2 AND %2$s
+            JOIN squaresync.changes f ON f.run_id = $1 AND f.table_name = %3$L AND f.op = 'insert' AND f.pk = %4$s
+            WHERE c2.run_id > $1 AND c2.table_name = %1$L AND c2.op = 'insert'
+            $q$,
+            fk.child,
+            (SELECT string_agg(format('t.%I = (c2.pk ->> %L)::%s', k, k, format_type(a.atttypid, a.atttypmod)), ' AND ')
+             FROM unnest(squaresync._key_columns(fk.child)) k
+             JOIN pg_attribute a ON a.attrelid = format('square.%I', fk.child)::regclass AND a.attname = k),
+            fk.parent,
+            (SELECT 'jsonb_build_object(' || string_agg(format('%L, t.%I', pc, cc), ', ') || ')'
+             FROM unnest(fk.parent_cols, fk.child_cols) x(pc, cc)))
+        INTO more USING p_run, merchant;
+        found := found || more;
+    END LOOP;
+    RETURN coalesce((SELECT array_agg(DISTINCT x ORDER BY x) FROM unnest(found) x WHERE x IS NOT NULL), '{}');
+END
+$fn$;
+REVOKE ALL ON FUNCTION squaresync._direct_conflicts(bigint) FROM PUBLIC;
+
+-- The later runs _direct_conflicts finds for p_run; with p_transitive also theirs, and so on.
+CREATE OR REPLACE FUNCTION squaresync._later_conflicts(p_run bigint, p_transitive boolean)
+RETURNS bigint[] LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    found    bigint[] := '{}';
+    frontier bigint[] := ARRAY[p_run];
+    more     bigint[];
+    x        bigint;
+BEGIN
+    WHILE cardinality(frontier) > 0 LOOP
+        more := '{}';
+        FOREACH x IN ARRAY frontier LOOP
+            more := more || squaresync._direct_conflicts(x);
+        END LOOP;
+        SELECT coalesce(array_agg(DISTINCT m), '{}') INTO frontier
+        FROM unnest(more) m WHERE m <> p_run AND m <> ALL (found);
+        found := found || frontier;
+        EXIT WHEN NOT p_transitive;
+    END LOOP;
+    RETURN coalesce((SELECT array_agg(f ORDER BY f) FROM unnest(found) f), '{}');
+END
+$fn$;
+
+-- Undoes run p_run in one transaction and returns the id of the run that records the rollback
+-- (kind rollback, reason, rollback_of). Refuses: an unknown run, a rollback (run the sync again
+-- instead), a run already rolled back, a run whose audit was pruned, and a run whose rows a later
+-- run changed again, unless cascade, which rolls those back first, newest first (each recorded as
+-- its own rollback run). Waits for no sync: fails at once if one is in progress.
+CREATE OR REPLACE FUNCTION squaresync.rollback(run_id bigint, reason text, cascade boolean DEFAULT false)
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    r      squaresync.sync_runs%ROWTYPE;
+    later  bigint[];
+    pruned bigint[];
+    x      bigint;
+    i      integer;
+BEGIN
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'a rollback needs a reason' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'SELECT squaresync.rollback(<run id>, ''why'')';
+    END IF;
+    -- The lock the sync worker holds for a whole run. A worker takes it shortly before recording its
+    -- run and keeps it a moment after finishing: wait up to a second when no run is recorded running.
+    FOR i IN 1..20 LOOP
+        EXIT WHEN pg_try_advisory_xact_lock(1397838681, 1);
+        IF i = 20 OR EXISTS (SELECT 1 FROM squaresync.sync_runs WHERE status = 'running') THEN
+            RAISE EXCEPTION 'a sync run is in progress' USING ERRCODE = 'lock_not_available',
+                HINT = 'Wait for it to finish (squaresync.sync_runs shows it), then roll back.';
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+
+    SELECT * INTO r FROM squaresync.sync_runs s WHERE s.id = rollback.run_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'squaresync run % does not exist', rollback.run_id USING ERRCODE = 'undefined_object',
+            HINT = 'SELECT id, kind, status, started_at FROM squaresync.sync_runs ORDER BY id DESC lists the runs.';
+    END IF;
+    IF r.kind = 'rollback' THEN
+        RAISE EXCEPTION 'run % is a rollback (of run %) and cannot be rolled back', r.id, r.rollback_of
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Run the sync again instead: SELECT squaresync.incremental() fetches the undone window again.';
+    END IF;
+    IF r.status = 'rolled_back' THEN
+        RAISE EXCEPTION 'run % was already rolled back by run %', r.id, r.rolled_back_by
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF r.status = 'running' THEN
+        RAISE EXCEPTION 'a sync run is in progress' USING ERRCODE = 'lock_not_available',
+            HINT = format('Run %s is still running.', r.id);
+    END IF;
+    IF r.audit_pruned_at IS NOT NULL THEN
+        RAISE EXCEPTION 'run % can no longer be rolled back: its audit trail was pruned', r.id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('_prune_audit() deleted its audit entries at %s.', r.audit_pruned_at),
+                  HINT = 'squaresync.audit_retention sets how long runs stay roll-back-able.';
+    END IF;
+
+    later := squaresync._later_conflicts(r.id, cascade);
+    IF cardinality(later) > 0 AND NOT cascade THEN
+        RAISE EXCEPTION 'run % cannot be rolled back: later runs changed the same rows, or rows a foreign key ties to them: %', r.id,
+                        array_to_string(later, ', ')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Roll them back first, newest first, or call squaresync.rollback(%s, reason, cascade => true).', r.id);
+    END IF;
+    SELECT array_agg(id ORDER BY id) INTO pruned FROM squaresync.sync_runs
+    WHERE id = ANY (later) AND audit_pruned_at IS NOT NULL;
+    IF pruned IS NOT NULL THEN
+        RAISE EXCEPTION 'run % cannot be rolled back: later runs % must be rolled back first and their audit trail was pruned',
+                        r.id, array_to_string(pruned, ', ') USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+
+    FOR x IN SELECT unnest(later) ORDER BY 1 DESC LOOP
+        PERFORM squaresync._rollback_one(x, format('%s (cascade: rolling back run %s)', reason, r.id));
+    END LOOP;
+    RETURN squaresync._rollback_one(r.id, reason);
 END
 $fn$;

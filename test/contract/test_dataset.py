@@ -117,3 +117,21 @@ def test_orders_by_time_window_follow_every_change():
         assert err is None and res["orders"]["updated"], err
         for attr in attrs[: 2 + day % 3]:  # created_ms and closed_ms first built after changes
             check(attr)
+
+
+def test_a_new_location_is_listed_and_sells():
+    """new_locations: a store opens (ACTIVE, created now) and joins the locations ListLocations
+    serves; the seed's own locations are untouched; the day's new orders may be sold there."""
+    ds = Dataset("seed", scale=0.02, start_ms=int(time.time() * 1000))
+    before = [dict(l) for l in ds.locations]
+    res, err = ds.mutate({"new_locations": 1})
+    assert err is None
+    (lid,) = res["locations"]["created"]
+    assert ds.locations[:-1] == before
+    new = ds.locations[-1]
+    assert new["id"] == lid and new["status"] == "ACTIVE" and lid in ds.loc_ids
+    assert new["created_at"] > max(l["created_at"] for l in before)
+    res, err = ds.mutate({"orders": {"create": 60}})
+    assert err is None
+    assert any(ds.orders[o].location_id == lid for o in res["orders"]["created"])
+    assert ds.mutate({"new_locations": -1})[1] == "new_locations must be a non-negative number"

@@ -96,7 +96,7 @@ def test_cascade_rolls_back_later_runs_newest_first(db, fake):
     b = db.execute("SELECT squaresync.incremental()").fetchone()[0]
 
     msg = error_of(db, "SELECT squaresync.rollback(%s, 'x')", (a,))
-    assert f"run {a} cannot be rolled back: later runs changed the same rows: {b}" in msg
+    assert f"run {a} cannot be rolled back: later runs changed the same rows, or rows a foreign key ties to them: {b}" in msg
     assert "cascade => true" in msg
 
     rb_a = db.execute("SELECT squaresync.rollback(%s, 'undo both', cascade => true)", (a,)).fetchone()[0]
@@ -105,6 +105,53 @@ def test_cascade_rolls_back_later_runs_newest_first(db, fake):
     assert run(db, rb_b)["rollback_of"] == b and run(db, rb_a)["rollback_of"] == a
     assert run(db, a)["status"] == "rolled_back" and run(db, b)["status"] == "rolled_back"
     assert checksums(db) == before
+
+
+def test_a_later_run_tied_to_the_run_by_a_foreign_key_is_found(db, fake):
+    """Run a inserts an item and its variations; after a store opens, run b derives their
+    availability at the new location without changing any row a changed. Undoing a alone would
+    delete variations b's rows name (the foreign key's error at commit, before): refused, naming b;
+    cascade undoes both."""
+    db.execute("SELECT squaresync.foundation()")
+    before = checksums(db)
+    fake.mutate({"catalog_items": {"create": 1}})
+    a = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    new_loc = fake.mutate({"new_locations": 1})["locations"]["created"][0]
+    b = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    assert not db.execute("SELECT EXISTS (SELECT FROM squaresync.changes c1 JOIN squaresync.changes c2"
+                          " USING (table_name, pk) WHERE c1.run_id = %s AND c2.run_id = %s)", (a, b)).fetchone()[0]
+    tied = db.execute("SELECT count(*) FROM square.catalog_location_availability av"
+                      " JOIN squaresync.changes c ON c.run_id = %s AND c.table_name = 'catalog_variations'"
+                      "  AND c.op = 'insert' AND c.pk ->> 'id' = av.variation_id"
+                      " WHERE av.location_id = %s", (a, new_loc)).fetchone()[0]
+    assert tied > 0
+
+    msg = error_of(db, "SELECT squaresync.rollback(%s, 'x')", (a,))
+    assert f"run {a} cannot be rolled back: later runs changed the same rows, or rows a foreign key ties to them: {b}" in msg
+    db.execute("SELECT squaresync.rollback(%s, 'undo both', cascade => true)", (a,))
+    assert run(db, a)["status"] == "rolled_back" and run(db, b)["status"] == "rolled_back"
+    assert checksums(db) == before
+    db.execute("SELECT squaresync.incremental()")
+    assert_matches_fake(db, fake)
+
+
+def test_a_rollback_gives_each_stream_back_its_last_standing_success(db, fake):
+    """stream_state.last_success_run_id / last_success_at (sync_state's last sync) name the latest
+    sync of the stream that still stands after a rollback, or nothing when none does."""
+    def last_success():
+        return dict((s, (r, at)) for s, r, at in db.execute(
+            "SELECT stream, last_success_run_id, last_success_at FROM squaresync.stream_state").fetchall())
+    f = db.execute("SELECT squaresync.foundation()").fetchone()[0]
+    after_f = last_success()
+    assert {r for r, _ in after_f.values()} == {f}
+    fake.mutate({"vendors": {"update": 2}})
+    a = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    assert all(r == a for r, _ in last_success().values())
+    db.execute("SELECT squaresync.rollback(%s, 'x')", (a,))
+    assert last_success() == after_f
+    assert db.execute("SELECT DISTINCT last_sync_version FROM squaresync.sync_state").fetchall() == [(f,)]
+    db.execute("SELECT squaresync.rollback(%s, 'x')", (f,))
+    assert all(v == (None, None) for v in last_success().values()), last_success()
 
 
 def test_rolling_back_an_earlier_run_then_a_later_one_keeps_the_earlier_watermark(db, fake):

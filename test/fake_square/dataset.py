@@ -242,6 +242,24 @@ class Dataset:
         return self.anchor_ms - rng.randint(lo_ms, hi_ms)
 
     # ------------------------------------------------------------------ generation
+    def _add_location(self, rng, status, created_ms):
+        """A location, appended to self.locations; created_ms() gives its creation time (drawn after
+        the rest, so the seed's locations are what they were before new_locations existed)."""
+        i = len(self.locations)
+        lid = self._id(rng, UPPER, 12, "L")
+        city = CITIES[i % len(CITIES)]
+        self.locations.append({
+            "id": lid, "name": "%s %s #%02d" % (rng.choice(WORDS), city, i + 1),
+            "address": {"address_line_1": "%d Main St" % rng.randint(1, 999), "locality": city,
+                        "administrative_district_level_1": "NY", "postal_code": "%05d" % rng.randint(10000, 99999),
+                        "country": "US"},
+            "timezone": TIMEZONES[i % len(TIMEZONES)], "capabilities": ["CREDIT_CARD_PROCESSING"],
+            "status": status, "created_at": ts(created_ms()),
+            "merchant_id": self.merchant_id, "country": "US", "language_code": "en-US", "currency": CUR,
+            "business_name": "Fake Square Goods", "type": "PHYSICAL", "mcc": "5812",
+        })
+        return lid
+
     def _generate(self):
         rng = random.Random(self.seed)
         self.rng = random.Random(self.seed * 7919 + 17)   # for mutations
@@ -250,19 +268,8 @@ class Dataset:
         # locations
         self.locations = []
         for i in range(S["locations"]):
-            lid = self._id(rng, UPPER, 12, "L")
-            city = CITIES[i % len(CITIES)]
-            self.locations.append({
-                "id": lid, "name": "%s %s #%02d" % (rng.choice(WORDS), city, i + 1),
-                "address": {"address_line_1": "%d Main St" % rng.randint(1, 999), "locality": city,
-                            "administrative_district_level_1": "NY", "postal_code": "%05d" % rng.randint(10000, 99999),
-                            "country": "US"},
-                "timezone": TIMEZONES[i % len(TIMEZONES)], "capabilities": ["CREDIT_CARD_PROCESSING"],
-                "status": "INACTIVE" if (i == S["locations"] - 1 and S["locations"] >= 3) else "ACTIVE",
-                "created_at": ts(self._past(rng, HISTORY_MS, HISTORY_MS + 400 * DAY_MS)),
-                "merchant_id": self.merchant_id, "country": "US", "language_code": "en-US", "currency": CUR,
-                "business_name": "Fake Square Goods", "type": "PHYSICAL", "mcc": "5812",
-            })
+            self._add_location(rng, "INACTIVE" if (i == S["locations"] - 1 and S["locations"] >= 3) else "ACTIVE",
+                               lambda: self._past(rng, HISTORY_MS, HISTORY_MS + 400 * DAY_MS))
         self.main_location_id = self.locations[0]["id"]
         self.loc_ids = [l["id"] for l in self.locations]
         self.merchant = {"id": self.merchant_id, "business_name": "Fake Square Goods", "country": "US",
@@ -778,12 +785,12 @@ class Dataset:
         if not isinstance(spec, dict):
             return None, "body must be a JSON object"
         for kind, ops in spec.items():
-            if kind in ("late_orders", "purge_items", "drop_line_items"):
+            if kind in ("late_orders", "purge_items", "drop_line_items", "new_locations"):
                 if not isinstance(ops, (int, float)) or isinstance(ops, bool) or ops < 0:
                     return None, "%s must be a non-negative number" % kind
                 continue
             if kind not in KINDS:
-                return None, "unknown kind %r (known: %s, late_orders, purge_items, drop_line_items)" % (kind, ", ".join(KINDS))
+                return None, "unknown kind %r (known: %s, late_orders, purge_items, drop_line_items, new_locations)" % (kind, ", ".join(KINDS))
             if not isinstance(ops, dict):
                 return None, "%s must be an object {update, create, delete}" % kind
             for op, n in ops.items():
@@ -796,6 +803,10 @@ class Dataset:
         with self.lock:
             res = {k: {"updated": [], "created": [], "deleted": []} for k in KINDS}
             rng = self.rng
+            for _ in range(int(round(spec.get("new_locations", 0)))):   # a store opens: first, so the day sells there
+                lid = self._add_location(rng, "ACTIVE", self.clock.now_ms)
+                self.loc_ids.append(lid)
+                res.setdefault("locations", {"updated": [], "created": [], "deleted": []})["created"].append(lid)
             order = ["catalog_categories", "catalog_items", "catalog_variations", "inventory_counts",
                      "vendors", "orders", "payments", "refunds"]
             for kind in order:
