@@ -655,16 +655,25 @@ BEGIN
                  ELSE format('%s rows, expected %s (the last foundation''s rows plus the inserts less the deletes audited since)', n, e) END;
     END LOOP;
 
-    -- Square's money model.
+    -- Square's money model. total_service_charge_money sums the charges' applied_money: it leaves
+    -- out their additive taxes and counts the charges apportioned to line items (APPORTIONED_TREATMENT),
+    -- which the line items' totals hold already. Where the short sum does not match, the order's
+    -- raw decides: the total_money of its other charges, and a cash rounding_adjustment.
     SELECT count(*), (array_agg(o.id ORDER BY o.id))[1:5] INTO n, ex
     FROM square.orders o
     JOIN (SELECT li.merchant_id, li.order_id, sum(li.total_money_amount) AS lines
             FROM square.order_line_items li GROUP BY 1, 2) l ON l.merchant_id = o.merchant_id AND l.order_id = o.id
     WHERE o.total_money_amount IS DISTINCT FROM
-          l.lines + coalesce(o.total_service_charge_money_amount, 0) + coalesce(o.total_tip_money_amount, 0);
+          l.lines + coalesce(o.total_service_charge_money_amount, 0) + coalesce(o.total_tip_money_amount, 0)
+      AND o.total_money_amount IS DISTINCT FROM
+          l.lines + coalesce(o.total_tip_money_amount, 0)
+          + (SELECT coalesce(sum((sc.value #>> '{total_money,amount}')::bigint), 0)
+               FROM jsonb_array_elements(o.raw -> 'service_charges') sc
+              WHERE sc.value ->> 'treatment_type' IS DISTINCT FROM 'APPORTIONED_TREATMENT')
+          + coalesce((o.raw #>> '{rounding_adjustment,amount_money,amount}')::bigint, 0);
     RETURN QUERY SELECT 'order totals'::text, 'orders'::text, CASE WHEN n = 0 THEN 'ok' ELSE 'fail' END,
-        CASE WHEN n = 0 THEN 'every order''s total_money = its line items'' totals + service charges + tip'
-             ELSE format('%s orders whose total_money is not their line items'' totals + service charges + tip, e.g. %s',
+        CASE WHEN n = 0 THEN 'every order''s total_money = its line items'' totals + service charges not apportioned to them + tip'
+             ELSE format('%s orders whose total_money is not their line items'' totals + service charges not apportioned to them + tip, e.g. %s',
                          n, array_to_string(ex, ', ')) END;
 
     -- Inclusive taxes are deducted from gross sales in the US, Canada and Japan, and stay in them in

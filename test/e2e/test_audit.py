@@ -4,6 +4,8 @@ newest first; rollback refuses what it must with a clear message; diff reports w
 changed; pruning marks runs no longer roll-back-able; validate is all ok after a clean sync and
 catches each kind of damage."""
 
+import json
+
 import psycopg
 import pytest
 
@@ -371,6 +373,40 @@ def test_validate_accepts_inclusive_taxes_kept_in_gross_sales(db, fake):
                " WHERE order_id = %s AND uid = (SELECT min(uid) FROM square.order_line_items WHERE order_id = %s)",
                (oid, oid))
     assert oid in problems(db)[("line item totals", "order_line_items")]
+
+
+def test_validate_accepts_apportioned_service_charges_and_their_taxes(db, fake):
+    """Square's total_service_charge_money sums the charges' applied_money: a charge apportioned to
+    the line items (already in their totals) is counted there too, and an additive tax on a charge
+    is not. The order totals check accepts both, and still catches a total damaged on top."""
+    db.execute("SELECT squaresync.foundation()")
+    a, b = [r[0] for r in db.execute(
+        "SELECT id FROM square.orders o WHERE coalesce(total_service_charge_money_amount, 0) = 0"
+        " AND NOT (raw ? 'service_charges') AND EXISTS (SELECT FROM square.order_line_items li"
+        " WHERE li.order_id = o.id) ORDER BY id LIMIT 2").fetchall()]
+
+    def charge(treatment, applied, total):
+        return {"uid": "sc-" + treatment, "name": "Service charge", "treatment_type": treatment,
+                "applied_money": {"amount": applied, "currency": "USD"},
+                "total_money": {"amount": total, "currency": "USD"}}
+
+    # a: 100 apportioned to one of its line items (its total and total_service_charge_money hold it).
+    db.execute("UPDATE square.order_line_items SET total_service_charge_money_amount = coalesce("
+               "total_service_charge_money_amount, 0) + 100, total_money_amount = total_money_amount + 100"
+               " WHERE order_id = %s AND uid = (SELECT min(uid) FROM square.order_line_items WHERE order_id = %s)",
+               (a, a))
+    db.execute("UPDATE square.orders SET raw = jsonb_set(raw, '{service_charges}', %s::jsonb),"
+               " total_service_charge_money_amount = 100, total_money_amount = total_money_amount + 100"
+               " WHERE id = %s", (json.dumps([charge("APPORTIONED_TREATMENT", 100, 100)]), a))
+    # b: a 200 charge on the total with 16 of additive tax: the order's total holds 216.
+    db.execute("UPDATE square.orders SET raw = jsonb_set(raw, '{service_charges}', %s::jsonb),"
+               " total_service_charge_money_amount = 200, total_money_amount = total_money_amount + 216"
+               " WHERE id = %s", (json.dumps([charge("LINE_ITEM_TREATMENT", 200, 216)]), b))
+    found = problems(db)
+    assert ("order totals", "orders") not in found, found[("order totals", "orders")]
+    assert ("line item totals", "order_line_items") not in found
+    db.execute("UPDATE square.orders SET total_money_amount = total_money_amount + 1 WHERE id = ANY(%s)", ([a, b],))
+    assert set(problems(db)[("order totals", "orders")].split("e.g. ")[1].split(", ")) == {a, b}
 
 
 def test_validate_catches_money_and_currency_damage(db, fake):
