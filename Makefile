@@ -4,7 +4,7 @@
 #   make test       install what is missing, build, run every test layer, print "N passed, N failed"
 #   make demo       install what is missing, build, start a throwaway cluster and the fake Square, sync
 #   make bench      the benchmark (docs/benchmarks.md)
-#   make unit | regress | e2e | contract   one test layer alone (after make install)
+#   make unit | regress | e2e | contract   one test layer alone (builds and installs first, as make test)
 
 PG_CONFIG ?= pg_config
 

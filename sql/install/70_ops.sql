@@ -40,6 +40,14 @@ BEGIN
 END
 $fn$;
 
+-- Whether the schedule's launcher runs. pg_stat_activity shows another role's backend_type only to
+-- members of pg_read_all_stats: asked as the extension's owner, every reader of the health view gets
+-- the same answer (and learns nothing else). Executable by PUBLIC (90_dump_and_grants.sql).
+CREATE FUNCTION squaresync._launcher_running()
+RETURNS boolean LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE backend_type = 'squaresync launcher')
+$$;
+
 -- One row per synced table: how fresh it is, how its runs have gone, and what needs attention.
 --   expected_interval: squaresync.sync_interval when set, else the median gap between recent runs.
 --   stale: no successful sync for more than twice the expected interval (and at least a minute).
@@ -125,7 +133,7 @@ SELECT table_name, stream, merchant_id, freshness, expected_interval,
            CASE WHEN last_error_code = 'GONE' THEN 'endpoint retired (410)' END,
            CASE WHEN rate_limited_24h > 0 THEN 'rate limited' END,
            CASE WHEN (SELECT sync_interval FROM cfg) IS NOT NULL
-                 AND NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'squaresync launcher')
+                 AND NOT squaresync._launcher_running()
                 THEN 'schedule inactive: squaresync is not in shared_preload_libraries' END
        ], NULL) AS alerts
 FROM h

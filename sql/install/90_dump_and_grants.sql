@@ -15,3 +15,5 @@ BEGIN
 END $$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA squaresync FROM PUBLIC;
+-- Readers of squaresync.health call it (a view's functions are checked against its reader).
+GRANT EXECUTE ON FUNCTION squaresync._launcher_running() TO PUBLIC;

@@ -150,14 +150,16 @@ void fail_stale_runs(std::int64_t except_run) {
 std::int64_t start_run(RunKind kind, const std::string& triggered_by, bool* joined) {
     advisory_lock(kStartLock, true);
     try {
-        auto running = spi_exec(std::string("SELECT id FROM squaresync.sync_runs WHERE status = 'running'"
+        auto running = spi_exec(std::string("SELECT id, kind FROM squaresync.sync_runs WHERE status = 'running'"
                                             " AND worker_pid IN (") +
                                     kRunningWorkers + ") ORDER BY id DESC LIMIT 1",
                                 {});
         std::int64_t id;
         if (!running.rows.empty()) {
-            *joined = true;
             id = std::stoll(*running.at(0, 0));
+            if (kind == RunKind::Foundation && running.at(0, 1).value_or("") != "foundation")
+                throw IncrementalInProgress(id);
+            *joined = true;
         } else {
             *joined = false;
             auto conn = spi_exec("SELECT merchant_id FROM squaresync.connection", {});
@@ -212,7 +214,20 @@ Datum run_entry(RunKind kind, FunctionCallInfo fcinfo) {
                         "Call it outside a REPEATABLE READ or SERIALIZABLE transaction, or pass wait => false.");
     spi_connect();
     bool joined = false;
-    const std::int64_t id = start_run(kind, kind == RunKind::Foundation ? "foundation()" : "incremental()", &joined);
+    std::int64_t id = 0;
+    for (;;) {
+        try {
+            id = start_run(kind, kind == RunKind::Foundation ? "foundation()" : "incremental()", &joined);
+            break;
+        } catch (const IncrementalInProgress& busy) {
+            if (!wait)
+                throw UserError(ERRCODE_OBJECT_IN_USE, busy.what(),
+                                "Call squaresync.foundation() again once it has ended, or with wait => true (the "
+                                "default), which waits for it and then starts the foundation.");
+            std::string ignored;
+            (void)wait_run(busy.run_id, &ignored);
+        }
+    }
     if (wait) {
         std::string error;
         const std::string status = wait_run(id, &error);

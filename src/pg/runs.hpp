@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 namespace squaresync::pg {
@@ -26,7 +27,18 @@ void advisory_lock(std::int32_t key, bool session);
 bool advisory_try_lock(std::int32_t key, bool session);
 void advisory_unlock(std::int32_t key);
 
-// Starts a run, or returns the one in progress (*joined = true). Needs SPI connected.
+// Thrown by start_run when a foundation is asked for while an incremental run is in progress: a
+// foundation does not join it (it would not be one), it starts once that run has ended.
+struct IncrementalInProgress : std::runtime_error {
+    std::int64_t run_id;
+    explicit IncrementalInProgress(std::int64_t id)
+        : std::runtime_error("squaresync incremental run " + std::to_string(id) +
+                             " is in progress; a foundation does not join it"),
+          run_id(id) {}
+};
+
+// Starts a run, or returns the one in progress (*joined = true): an incremental joins a run of
+// either kind, a foundation a foundation (else IncrementalInProgress). Needs SPI connected.
 std::int64_t start_run(RunKind kind, const std::string& triggered_by, bool* joined);
 // Waits until the run is no longer running; returns its status and error. Needs SPI connected.
 std::string wait_run(std::int64_t run_id, std::string* error);

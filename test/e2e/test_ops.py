@@ -166,6 +166,17 @@ def test_dashboard_role_reads_data_and_status_but_not_the_token(db, fake, cluste
         assert con.execute("SELECT count(*) FROM square.orders").fetchone()[0] > 0
         assert con.execute("SELECT count(*) FROM squaresync.sync_state").fetchone()[0] == 17
         assert con.execute("SELECT count(*) FROM squaresync.health").fetchone()[0] == 17
+        # The launcher runs (preloaded): its alert must not fire for a role that cannot see other
+        # roles' backend_type in pg_stat_activity.
+        assert not con.execute("SELECT pg_has_role('pg_read_all_stats', 'MEMBER')").fetchone()[0]
+        set_and_reload(db, sync_interval="1h")
+        try:
+            wait_for(lambda: con.execute("SHOW squaresync.sync_interval").fetchone()[0] == "1h", 10,
+                     "the dashboard's session to see sync_interval")
+            alerts = [a for (row,) in con.execute("SELECT alerts FROM squaresync.health").fetchall() for a in row]
+            assert not [a for a in alerts if a.startswith("schedule inactive")], alerts
+        finally:
+            reset_and_reload(db, "sync_interval")
         for sql in ("SELECT access_token FROM squaresync.connection", "SELECT squaresync.incremental()",
                     "SELECT squaresync.connect('x')", "SELECT * FROM squaresync.changes"):
             with pytest.raises(Exception, match="permission denied"):

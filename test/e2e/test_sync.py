@@ -5,6 +5,7 @@ the catalog side applied by an apply worker meanwhile, more than 10 locations, l
 line items an order lost deleted (and restored by a rollback)."""
 import json
 
+import psycopg
 import pytest
 
 from fakesquare import FakeSquare, assert_matches_fake
@@ -487,6 +488,35 @@ def test_concurrent_calls_start_one_run(db, fake, cluster):
     fake.clear_faults()
     assert len(ids) == 4 and len(set(ids)) == 1, ids
     assert db.execute("SELECT count(*) FROM squaresync.sync_runs").fetchone()[0] == 1
+
+
+def test_a_foundation_asked_for_during_an_incremental_runs_after_it(db, fake, cluster):
+    """An incremental call joins a run in progress of either kind; a foundation call does not join an
+    incremental (it would not be a foundation: a daily pg_cron foundation firing while a 15-minute
+    incremental runs). With wait => false it is refused, saying why; with wait => true it waits for
+    the incremental to end, then runs its own foundation."""
+    db.execute("SELECT squaresync.foundation()")
+    other = cluster.connect()
+    fake.fault(latency_ms=300)
+    try:
+        inc = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
+        with pytest.raises(psycopg.errors.ObjectInUse) as e:
+            other.execute("SELECT squaresync.foundation(wait => false)")
+        assert f"squaresync incremental run {inc} is in progress; a foundation does not join it" in str(e.value)
+        assert db.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (inc,)).fetchone()[0] == "running"
+        f = other.execute("SELECT squaresync.foundation()").fetchone()[0]
+        # And an incremental asked for while that foundation runs joins it.
+        f2 = other.execute("SELECT squaresync.foundation(wait => false)").fetchone()[0]
+        assert db.execute("SELECT squaresync.incremental()").fetchone()[0] == f2
+    finally:
+        fake.clear_faults()
+        other.close()
+    runs = {r[0]: r[1:] for r in db.execute(
+        "SELECT id, kind, status, started_at, finished_at FROM squaresync.sync_runs WHERE id >= %s", (inc,)).fetchall()}
+    assert sorted(runs) == [inc, f, f2], runs
+    assert runs[inc][:2] == ("incremental", "succeeded") and runs[f][:2] == ("foundation", "succeeded")
+    assert runs[f][2] >= runs[inc][3], "the foundation started before the incremental ended"
+    assert runs[f2][:2] == ("foundation", "succeeded")
 
 
 def test_notify_and_state_after_a_run(db, fake, cluster):
