@@ -219,7 +219,7 @@ void validate_base_url(const std::string& url) {
         if (colon != std::string::npos) after = rest.substr(colon);
         if (host.empty()) fail("it has no host");
         for (char c : host)
-            if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_')
+            if (!is_ascii_alnum(c) && c != '-' && c != '.' && c != '_')
                 fail("invalid character in host name");
     }
     if (!after.empty()) {
@@ -256,6 +256,9 @@ struct HttpClient::Impl {
         HttpResponse page;
         std::exception_ptr page_error;
         std::string page_line;
+        // Set by fail_all() while the page is in prepare(): delivered instead of the page once the
+        // job is done, so that on_failure() never overlaps prepare() and no on_page() follows it.
+        std::optional<HttpError> failure_after_prepare;
         std::size_t last_body = 0;  // the walk's previous page: the next one is likely its size
     };
 
@@ -501,11 +504,16 @@ struct HttpClient::Impl {
         w.walk->on_failure(err);
     }
 
-    // 401: the token is bad for every walk. Stop every transfer, then tell every unfinished walk.
+    // 401: the token is bad for every walk. Stop every transfer, then tell every unfinished walk (a
+    // walk whose page is in prepare() is told when the job is done: see prepared()).
     void fail_all(const HttpError& err) {
         std::vector<Walk*> unfinished;
         for (auto& w : *walks) {
             if (w->state == Walk::State::Done) continue;
+            if (w->state == Walk::State::Preparing) {
+                if (!w->failure_after_prepare) w->failure_after_prepare = err;
+                continue;
+            }
             release(*w);
             w->state = Walk::State::Done;
             unfinished.push_back(w.get());
@@ -711,8 +719,19 @@ struct HttpClient::Impl {
         return "failed, not retryable";
     }
 
-    // A 2xx page of w went through prepare(): on to on_page() (or to a retry), then the debug line.
+    // A 2xx page of w went through prepare(): on to on_page() (or to a retry), then the debug line;
+    // or, when every walk was failed meanwhile, the page dropped and the walk failed.
     void prepared(Walk& w) {
+        if (w.failure_after_prepare) {
+            const HttpError err = std::move(*w.failure_after_prepare);
+            w.failure_after_prepare.reset();
+            w.page = HttpResponse();
+            w.page_error = nullptr;
+            log(w.page_line + " -> dropped: every walk was failed meanwhile");
+            w.state = Walk::State::Done;
+            w.walk->on_failure(err);
+            return;
+        }
         std::string note;
         try {
             note = deliver(w);

@@ -46,6 +46,12 @@ struct ConfigError : std::runtime_error {
 };
 void validate_base_url(const std::string& url);
 
+// [0-9A-Za-z], whatever the process's locale (std::isalnum follows the backend's LC_CTYPE, which may
+// be a single-byte locale where bytes >= 0x80 are letters): for host names and URL encoding.
+inline bool is_ascii_alnum(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
 struct HttpRequest {
     std::string method = "GET";   // GET or POST
     std::string target;           // path and query appended to base_url, e.g. "/v2/locations"; must start

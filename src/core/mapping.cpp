@@ -150,14 +150,46 @@ bool truthy(const TableMapper::Expr& e, const Ctx& c) {
 
 std::string bool_text(const JsonElement& v) { return v.get_bool().value_unsafe() ? "true" : "false"; }
 
+// PostgreSQL's text and jsonb cannot hold U+0000, which a Square string may (sent as \u0000): it is
+// stored as U+FFFD, the replacement character, in text values and in JSON alike (COPY would
+// otherwise reject the page, and the stream would fail on every run while the object is read).
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+
+std::string text_without_nul(std::string_view v) {
+    if (v.find('\0') == std::string_view::npos) return std::string(v);
+    std::string out;
+    out.reserve(v.size() + 8);
+    for (char ch : v) {
+        if (ch == '\0')
+            out += kReplacement;
+        else
+            out += ch;
+    }
+    return out;
+}
+
+// Minified JSON, with every \u0000 escape (never a NUL byte: minify escapes control characters)
+// written \ufffd. Inside a string a backslash always starts an escape of two characters or six,
+// so an escaped backslash followed by "u0000" is left alone.
+std::string json_text(const JsonElement& v) {
+    std::string out = simdjson::minify(v);
+    if (out.find("\\u0000") == std::string::npos) return out;
+    for (std::size_t i = 0; i + 1 < out.size(); ++i) {
+        if (out[i] != '\\') continue;
+        if (out[i + 1] == 'u' && out.compare(i + 2, 4, "0000") == 0) out.replace(i + 2, 4, "fffd");
+        ++i;  // the escaped character
+    }
+    return out;
+}
+
 std::optional<std::string> scalar_text(const JsonElement& v, PgType type, const Ctx& c) {
     const auto t = v.type();
     switch (type) {
-        case PgType::Jsonb: return simdjson::minify(v);
+        case PgType::Jsonb: return json_text(v);
         case PgType::Text:
-            if (t == element_type::STRING) return std::string(str(v));
+            if (t == element_type::STRING) return text_without_nul(str(v));
             if (t == element_type::BOOL) return bool_text(v);
-            return simdjson::minify(v);
+            return json_text(v);
         case PgType::Integer:
         case PgType::Bigint:
             if (t == element_type::INT64 || t == element_type::UINT64) return simdjson::minify(v);
@@ -182,7 +214,7 @@ std::optional<std::string> scalar_text(const JsonElement& v, PgType type, const 
 std::optional<std::string> eval(const TableMapper::Expr& e, PgType type, const Ctx& c) {
     using E = TableMapper::Expr;
     switch (e.kind) {
-        case E::Raw: return simdjson::minify(c.element);
+        case E::Raw: return json_text(c.element);
         case E::Index: return std::to_string(c.index);
         case E::HashIndex: return "#" + std::to_string(c.index);
         case E::Alt:

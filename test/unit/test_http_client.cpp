@@ -577,6 +577,53 @@ TEST(HttpClient, UnauthorizedCancelsTransfersInFlight) {
     EXPECT_EQ(client.perform(get("/echo")).status, 200);  // the client is still usable
 }
 
+// B's page is in prepare() on the helper thread when A's request is answered 401. B must not be
+// told of the failure while its prepare() runs, must get no on_page() after it, and must send no
+// further request. Deterministic: one transfer at a time, B first; B's prepare() waits until A has
+// been failed.
+TEST(HttpClient, UnauthorizedWhileAPageIsPreparedFailsThatWalkAfterItsPrepare) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.max_concurrency = 1;
+    HttpClient client(c);
+    std::atomic<bool> a_failed{false};
+    struct Recording : PageWalk {
+        std::atomic<bool>* a_failed;
+        std::vector<std::string> events;  // on the loop thread only
+        std::atomic<bool> preparing{false}, failed_during_prepare{false};
+        explicit Recording(std::atomic<bool>* f) : a_failed(f) {}
+        HttpRequest first() override { return get("/page?n=3&key=b", "b page 1"); }
+        void prepare(HttpResponse&) override {
+            preparing = true;
+            const auto until = Clock::now() + std::chrono::seconds(20);  // a hang guard only
+            while (!*a_failed && Clock::now() < until) std::this_thread::sleep_for(milliseconds(5));
+            preparing = false;
+        }
+        std::optional<HttpRequest> on_page(HttpResponse&&) override {
+            events.push_back("on_page");
+            return get("/page?n=3&key=b&cursor=1", "b page 2");
+        }
+        void on_failure(const HttpError& e) override {
+            if (preparing) failed_during_prepare = true;
+            events.push_back(std::string("on_failure:") + failure_kind_name(e.kind));
+        }
+    } b(&a_failed);
+    struct Failing : FnWalk {
+        std::atomic<bool>* flag;
+        Failing(std::atomic<bool>* f) : FnWalk(get("/401", "a")), flag(f) {}
+        void on_failure(const HttpError& e) override {
+            FnWalk::on_failure(e);
+            *flag = true;
+        }
+    } a(&a_failed);
+    client.run({&b, &a});
+    ASSERT_TRUE(a.failure.has_value());
+    EXPECT_EQ(a.failure->kind, FailureKind::Unauthorized);
+    EXPECT_FALSE(b.failed_during_prepare.load());
+    EXPECT_EQ(b.events, std::vector<std::string>{"on_failure:unauthorized"});
+    EXPECT_EQ(peer.stats()["requests"], 2);  // b's first page and a's 401: nothing after the 401
+}
+
 TEST(HttpClient, ForbiddenGoneAndOther4xxAreNotRetried) {
     Peer peer;
     HttpClient client(config_for(peer));

@@ -954,6 +954,27 @@ TEST(Mapping, RawKeepsEverythingIncludingUnknownFieldsAndUnicode) {
 
 // ---- arrays ------------------------------------------------------------------------------------
 
+// PostgreSQL's text and jsonb cannot hold U+0000: stored as U+FFFD in text, array items and JSON
+// (raw and jsonb columns); an escaped backslash followed by "u0000" is text, and stays.
+TEST(Mapping, NulCharactersBecomeReplacementCharacters) {
+    const TableDef& t = table_def("locations");
+    const auto b = map_sample(t, J(R"({"id": "L1", "name": "a\u0000b", "capabilities": ["x\u0000y"],
+                                     "address": {"address_line_1": "1\u0000 Main"},
+                                     "description": "not a NUL: \\u0000"})"));
+    const Row r = row_of(b, 0);
+    EXPECT_EQ(r.at("name"), Value("a\xEF\xBF\xBD" "b"));
+    EXPECT_EQ(r.at("capabilities"), Value("{\"x\xEF\xBF\xBD" "y\"}"));
+    EXPECT_EQ(r.at("description"), Value("not a NUL: \\u0000"));
+    EXPECT_EQ(r.at("address"), Value(R"({"address_line_1":"1\ufffd Main"})"));
+    EXPECT_EQ(r.at("raw"), Value(R"({"address":{"address_line_1":"1\ufffd Main"},"capabilities":["x\ufffdy"],)"
+                                 R"("description":"not a NUL: \\u0000","id":"L1","name":"a\ufffdb"})"));
+    for (const auto& [name, v] : r) {
+        if (v) {
+            EXPECT_EQ(v->find('\0'), std::string::npos) << name;
+        }
+    }
+}
+
 TEST(Mapping, ArrayColumnsAreArrayLiterals) {
     const TableDef& items = table_def("catalog_items");
     auto cats = [&](const json& categories) {
