@@ -75,16 +75,13 @@ BEGIN
     UPDATE squaresync.sync_run_streams SET status = 'rolled_back' WHERE run_id = p_run AND status = 'succeeded';
     -- A stream's last success is again the latest sync that applied it and still stands (none: NULL).
     UPDATE squaresync.stream_state s
-       SET last_success_run_id = prev.run_id, last_success_at = prev.applied_at
-      FROM squaresync.stream_state s0
-      LEFT JOIN LATERAL (
-          SELECT x.run_id, x.applied_at
-          FROM squaresync.sync_run_streams x JOIN squaresync.sync_runs xr ON xr.id = x.run_id
-          WHERE x.stream = s0.stream AND x.status = 'succeeded' AND xr.merchant_id = s0.merchant_id
-            AND xr.kind <> 'rollback'
-          ORDER BY x.run_id DESC LIMIT 1) prev ON true
-     WHERE s.merchant_id = r.merchant_id AND s.last_success_run_id = p_run
-       AND s0.merchant_id = s.merchant_id AND s0.stream = s.stream;
+       SET (last_success_run_id, last_success_at) = (
+               SELECT x.run_id, x.applied_at
+               FROM squaresync.sync_run_streams x JOIN squaresync.sync_runs xr ON xr.id = x.run_id
+               WHERE x.stream = s.stream AND x.status = 'succeeded' AND xr.merchant_id = s.merchant_id
+                 AND xr.kind <> 'rollback'
+               ORDER BY x.run_id DESC LIMIT 1)
+     WHERE s.merchant_id = r.merchant_id AND s.last_success_run_id = p_run;
 
     UPDATE squaresync.sync_runs SET status = 'rolled_back', rolled_back_by = new_id WHERE id = p_run;
     UPDATE squaresync.sync_runs x
