@@ -270,8 +270,8 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Later runs (not rolled back, not rollbacks) that undoing p_run would break, directly: runs that
--- changed rows p_run changed, and runs that inserted rows whose foreign key names a row p_run
--- inserted (undoing p_run deletes it: an availability row a later run derived at a new location).
+-- changed rows p_run changed, and runs that inserted or updated rows whose foreign key names a row
+-- p_run inserted (undoing p_run deletes it: an availability row a later run derived at a new location).
 CREATE FUNCTION squaresync._direct_conflicts(p_run bigint)
 RETURNS bigint[] LANGUAGE plpgsql STABLE AS $fn$
 DECLARE
@@ -284,10 +284,10 @@ BEGIN
     FROM squaresync.changes c1
     JOIN squaresync.changes c2 ON c2.table_name = c1.table_name AND c2.pk = c1.pk AND c2.run_id > c1.run_id
     JOIN squaresync.sync_runs r ON r.id = c2.run_id
-    WHERE c1.run_id = p_run AND r.kind <> 'rollback' AND r.status <> 'rolled_back';
+    WHERE c1.run_id = p_run AND r.merchant_id = merchant AND r.kind <> 'rollback' AND r.status <> 'rolled_back';
 
     FOR fk IN SELECT * FROM squaresync._square_foreign_keys() LOOP
-        -- A child row a later run inserted, as stored, naming a parent p_run inserted.
+        -- A child row a later run inserted or updated, as stored, naming a parent p_run inserted.
         EXECUTE format($q$
             SELECT array_agg(DISTINCT c2.run_id)
             FROM squaresync.changes c2
@@ -295,7 +295,7 @@ BEGIN
                  AND r.kind <> 'rollback' AND r.status <> 'rolled_back'
             JOIN square.%1$I t ON t.merchant_id = $2 AND %2$s
             JOIN squaresync.changes f ON f.run_id = $1 AND f.table_name = %3$L AND f.op = 'insert' AND f.pk = %4$s
-            WHERE c2.run_id > $1 AND c2.table_name = %1$L AND c2.op = 'insert'
+            WHERE c2.run_id > $1 AND c2.table_name = %1$L AND c2.op IN ('insert', 'update')
             $q$,
             fk.child,
             (SELECT string_agg(format('t.%I = (c2.pk ->> %L)::%s', k, k, format_type(a.atttypid, a.atttypmod)), ' AND ')
@@ -665,7 +665,8 @@ BEGIN
       AND o.total_money_amount IS DISTINCT FROM
           l.lines + coalesce(o.total_tip_money_amount, 0)
           + (SELECT coalesce(sum((sc.value #>> '{total_money,amount}')::bigint), 0)
-               FROM jsonb_array_elements(o.raw -> 'service_charges') sc
+               FROM jsonb_array_elements(CASE WHEN jsonb_typeof(o.raw -> 'service_charges') = 'array'
+                                               THEN o.raw -> 'service_charges' END) sc
               WHERE sc.value ->> 'treatment_type' IS DISTINCT FROM 'APPORTIONED_TREATMENT')
           + coalesce((o.raw #>> '{rounding_adjustment,amount_money,amount}')::bigint, 0);
     RETURN QUERY SELECT 'order totals'::text, 'orders'::text, CASE WHEN n = 0 THEN 'ok' ELSE 'fail' END,

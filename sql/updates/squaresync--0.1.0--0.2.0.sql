@@ -1328,7 +1328,8 @@ BEGIN
       AND o.total_money_amount IS DISTINCT FROM
           l.lines + coalesce(o.total_tip_money_amount, 0)
           + (SELECT coalesce(sum((sc.value #>> '{total_money,amount}')::bigint), 0)
-               FROM jsonb_array_elements(o.raw -> 'service_charges') sc
+               FROM jsonb_array_elements(CASE WHEN jsonb_typeof(o.raw -> 'service_charges') = 'array'
+                                               THEN o.raw -> 'service_charges' END) sc
               WHERE sc.value ->> 'treatment_type' IS DISTINCT FROM 'APPORTIONED_TREATMENT')
           + coalesce((o.raw #>> '{rounding_adjustment,amount_money,amount}')::bigint, 0);
     RETURN QUERY SELECT 'order totals'::text, 'orders'::text, CASE WHEN n = 0 THEN 'ok' ELSE 'fail' END,
@@ -1574,8 +1575,8 @@ $$;
 REVOKE ALL ON FUNCTION squaresync._square_foreign_keys() FROM PUBLIC;
 
 -- Later runs (not rolled back, not rollbacks) that undoing p_run would break, directly: runs that
--- changed rows p_run changed, and runs that inserted rows whose foreign key names a row p_run
--- inserted (undoing p_run deletes it: an availability row a later run derived at a new location).
+-- changed rows p_run changed, and runs that inserted or updated rows whose foreign key names a row
+-- p_run inserted (undoing p_run deletes it: an availability row a later run derived at a new location).
 CREATE FUNCTION squaresync._direct_conflicts(p_run bigint)
 RETURNS bigint[] LANGUAGE plpgsql STABLE AS $fn$
 DECLARE
@@ -1588,10 +1589,10 @@ BEGIN
     FROM squaresync.changes c1
     JOIN squaresync.changes c2 ON c2.table_name = c1.table_name AND c2.pk = c1.pk AND c2.run_id > c1.run_id
     JOIN squaresync.sync_runs r ON r.id = c2.run_id
-    WHERE c1.run_id = p_run AND r.kind <> 'rollback' AND r.status <> 'rolled_back';
+    WHERE c1.run_id = p_run AND r.merchant_id = merchant AND r.kind <> 'rollback' AND r.status <> 'rolled_back';
 
     FOR fk IN SELECT * FROM squaresync._square_foreign_keys() LOOP
-        -- A child row a later run inserted, as stored, naming a parent p_run inserted.
+        -- A child row a later run inserted or updated, as stored, naming a parent p_run inserted.
         EXECUTE format($q$
             SELECT array_agg(DISTINCT c2.run_id)
             FROM squaresync.changes c2
@@ -1599,7 +1600,7 @@ BEGIN
                  AND r.kind <> 'rollback' AND r.status <> 'rolled_back'
             JOIN square.%1$I t ON t.merchant_id = $2 AND %2$s
             JOIN squaresync.changes f ON f.run_id = $1 AND f.table_name = %3$L AND f.op = 'insert' AND f.pk = %4$s
-            WHERE c2.run_id > $1 AND c2.table_name = %1$L AND c2.op = 'insert'
+            WHERE c2.run_id > $1 AND c2.table_name = %1$L AND c2.op IN ('insert', 'update')
             $q$,
             fk.child,
             (SELECT string_agg(format('t.%I = (c2.pk ->> %L)::%s', k, k, format_type(a.atttypid, a.atttypmod)), ' AND ')
@@ -1808,3 +1809,14 @@ SELECT table_name, stream, merchant_id, freshness, expected_interval,
        ], NULL) AS alerts
 FROM h
 ORDER BY stream, table_name;
+
+-- 0.1.0's rollback left a stream's last success on the run it undid: the latest sync of the stream
+-- that still stands, as _rollback_one now sets it.
+UPDATE squaresync.stream_state s
+   SET (last_success_run_id, last_success_at) = (
+           SELECT x.run_id, x.applied_at
+           FROM squaresync.sync_run_streams x JOIN squaresync.sync_runs xr ON xr.id = x.run_id
+           WHERE x.stream = s.stream AND x.status = 'succeeded' AND xr.merchant_id = s.merchant_id
+             AND xr.kind <> 'rollback'
+           ORDER BY x.run_id DESC LIMIT 1)
+ WHERE EXISTS (SELECT FROM squaresync.sync_runs r WHERE r.id = s.last_success_run_id AND r.status = 'rolled_back');

@@ -168,19 +168,8 @@ std::string text_without_nul(std::string_view v) {
     return out;
 }
 
-// Minified JSON, with every \u0000 escape (never a NUL byte: minify escapes control characters)
-// written \ufffd. Inside a string a backslash always starts an escape of two characters or six,
-// so an escaped backslash followed by "u0000" is left alone.
-std::string json_text(const JsonElement& v) {
-    std::string out = simdjson::minify(v);
-    if (out.find("\\u0000") == std::string::npos) return out;
-    for (std::size_t i = 0; i + 1 < out.size(); ++i) {
-        if (out[i] != '\\') continue;
-        if (out[i + 1] == 'u' && out.compare(i + 2, 4, "0000") == 0) out.replace(i + 2, 4, "fffd");
-        ++i;  // the escaped character
-    }
-    return out;
-}
+// Minified JSON (minify escapes control characters: a NUL is \u0000, never a byte), as stored.
+std::string json_text(const JsonElement& v) { return json_without_nul(simdjson::minify(v)); }
 
 std::optional<std::string> scalar_text(const JsonElement& v, PgType type, const Ctx& c) {
     const auto t = v.type();
@@ -257,6 +246,18 @@ std::optional<std::string> eval(const TableMapper::Expr& e, PgType type, const C
 }
 
 }  // namespace
+
+std::string json_without_nul(std::string json) {
+    if (json.find("\\u0000") == std::string::npos) return json;
+    // Inside a string a backslash always starts an escape of two characters or six, so an escaped
+    // backslash followed by "u0000" is text, and is left alone.
+    for (std::size_t i = 0; i + 1 < json.size(); ++i) {
+        if (json[i] != '\\') continue;
+        if (json[i + 1] == 'u' && json.compare(i + 2, 4, "0000") == 0) json.replace(i + 2, 4, "fffd");
+        ++i;  // the escaped character
+    }
+    return json;
+}
 
 void RowBatch::clear() {
     for (auto& c : columns) c.clear();

@@ -70,4 +70,8 @@ std::string describe(const JsonElement& v);
 // A PostgreSQL array literal ({"a","b"}) of the given strings.
 std::string pg_text_array(const std::vector<std::string>& values);
 
+// Valid JSON text with every \u0000 escape written \ufffd: PostgreSQL's jsonb cannot hold U+0000
+// (it is stored as U+FFFD, the replacement character; text values likewise).
+std::string json_without_nul(std::string json);
+
 }  // namespace squaresync

@@ -172,7 +172,12 @@ void squaresync_maintenance_main(Datum arg) {
             in_transaction([&] {
                 yield_to_locks();
                 bool joined = false;
-                const auto id = start_run(due == "foundation" ? RunKind::Foundation : RunKind::Incremental, "schedule", &joined);
+                std::int64_t id = 0;
+                try {
+                    id = start_run(due == "foundation" ? RunKind::Foundation : RunKind::Incremental, "schedule", &joined);
+                } catch (const IncrementalInProgress&) {
+                    return;  // an incremental started meanwhile: the foundation is due again next pass
+                }
                 if (!joined) {
                     const std::string line = "squaresync: the schedule started " + due + " run " + std::to_string(id);
                     pg_call([&] { ereport(LOG, (errmsg("%s", line.c_str()))); });

@@ -9,6 +9,7 @@ extern "C" {
 
 #include "guard.hpp"
 #include "http_client.hpp"
+#include "mapping.hpp"
 #include "settings.hpp"
 #include "spi.hpp"
 #include "streams.hpp"
@@ -43,6 +44,7 @@ SQUARESYNC_FUNCTION(squaresync_square_request) {
         }
     }
     Datum d = 0;
+    text = json_without_nul(std::move(text));  // as the sync stores it (mapping.hpp)
     pg_call([&] { d = DirectFunctionCall1(jsonb_in, CStringGetDatum(text.c_str())); });
     return d;
 }

@@ -43,7 +43,12 @@ def test_update_from_0_1_0_keeps_data_and_equals_a_fresh_install(cluster, fake):
     old = cluster.connect("upgraded")
     old.execute("CREATE EXTENSION squaresync VERSION '0.1.0'")
     old.execute("SELECT squaresync.connect(%s, base_url => %s)", (fake.token, fake.url))
-    old.execute("SELECT squaresync.foundation()")
+    f = old.execute("SELECT squaresync.foundation()").fetchone()[0]
+    # 0.1.0's rollback left each stream's last success on the run it undid; the update repairs it.
+    fake.mutate({"vendors": {"update": 1}})
+    inc = old.execute("SELECT squaresync.incremental()").fetchone()[0]
+    old.execute("SELECT squaresync.rollback(%s, 'before the update')", (inc,))
+    assert {r for (r,) in old.execute("SELECT last_success_run_id FROM squaresync.stream_state")} == {inc}
     old.execute("INSERT INTO square.operating_seasons (merchant_id, name, starts_on, ends_on)"
                 " SELECT merchant_id, 'Summer', '2026-06-01', '2026-08-31' FROM squaresync.connection")
     counts = {t: old.execute(f"SELECT count(*) FROM square.{t}").fetchone()[0]
@@ -51,6 +56,7 @@ def test_update_from_0_1_0_keeps_data_and_equals_a_fresh_install(cluster, fake):
 
     old.execute("ALTER EXTENSION squaresync UPDATE")
     assert old.execute("SELECT extversion FROM pg_extension WHERE extname = 'squaresync'").fetchone()[0] == "0.2.0"
+    assert {r for (r,) in old.execute("SELECT last_success_run_id FROM squaresync.stream_state")} == {f}
     after = {t: old.execute(f"SELECT count(*) FROM square.{t}").fetchone()[0] for t in counts}
     assert after == counts
     assert old.execute("SELECT name FROM square.operating_seasons").fetchall() == [("Summer",)]

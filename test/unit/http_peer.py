@@ -7,7 +7,8 @@ Started by test_http_client.cpp on port 0; prints "listening URL" on stdout. Beh
   /status/CODE?retry_after=S&leak=1  CODE with a Square error envelope (leak=1: echoes Authorization in detail)
   /401 /403 /410                  those statuses with Square's envelopes
   /flaky/KEY?fail=F&status=S&mode=status|reset|hang&ms=M&retry_after=S
-                                  the first F requests per KEY fail (status S, a reset, or a hang), then 200
+                                  the first F requests per KEY fail (status S, a reset, or a hang), then 200;
+                                  their arrival times (monotonic seconds) in flaky_arrivals[KEY]
   /reset                          headers and part of the body, then a TCP RST (SO_LINGER 0)
   /redirect?to=URL                307 to URL
   /big?bytes=N&close=1            N bytes (close=1: no Content-Length, body ends at close)
@@ -48,12 +49,14 @@ class State:
         self.flaky = {}
         self.gzipped = 0
         self.hangs_answered = 0
+        self.flaky_arrivals = {}
 
     def snapshot(self):
         return {"connections": self.connections, "requests": self.requests,
                 "max_concurrent": self.max_concurrent, "key_max_concurrent": self.key_max,
                 "paths": self.paths, "gzipped": self.gzipped,
-                "hangs_answered": self.hangs_answered}
+                "hangs_answered": self.hangs_answered,
+                "flaky_arrivals": self.flaky_arrivals}
 
 
 STATE = State()
@@ -182,6 +185,7 @@ class Handler(BaseHTTPRequestHandler):
             with STATE.lock:
                 seen = STATE.flaky.get(fkey, 0)
                 STATE.flaky[fkey] = seen + 1
+                STATE.flaky_arrivals.setdefault(fkey, []).append(time.monotonic())
             if seen < int(q.get("fail", 1)):
                 mode = q.get("mode", "status")
                 if mode == "reset":

@@ -975,6 +975,13 @@ TEST(Mapping, NulCharactersBecomeReplacementCharacters) {
     }
 }
 
+// What _square_request() gives jsonb_in (validate(deep)): a body from Square, rewritten alike.
+TEST(Mapping, JsonWithoutNulRewritesOnlyTheEscape) {
+    EXPECT_EQ(json_without_nul(R"({"a":"x\u0000y","b":"\\u0000","c":["\u0000"],"d":"\u00001"})"),
+              R"({"a":"x\ufffdy","b":"\\u0000","c":["\ufffd"],"d":"\ufffd1"})");
+    EXPECT_EQ(json_without_nul(R"({"a":"\u0001\\"})"), R"({"a":"\u0001\\"})");
+}
+
 TEST(Mapping, ArrayColumnsAreArrayLiterals) {
     const TableDef& items = table_def("catalog_items");
     auto cats = [&](const json& categories) {
