@@ -165,22 +165,25 @@ $fn$;
 
 -- Restores one table to where it stood before p_target, from p_target's audit entries (for a row
 -- the run changed twice, the first entry's before), and records what it does as p_new's changes.
+-- How the rows of square.<p_table> (as t) meet their audit entries: a format() template, %1$s
+-- standing for the changes row's alias ("t.id = (c.pk ->> 'id')::text AND ...").
+CREATE FUNCTION squaresync._audit_key_join(p_table text)
+RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT string_agg(format('t.%1$I = (%%1$s.pk ->> %1$L)::%2$s', k, format_type(a.atttypid, a.atttypmod)), ' AND ')
+    FROM unnest(squaresync._key_columns(p_table)) k
+    JOIN pg_attribute a ON a.attrelid = format('square.%I', p_table)::regclass AND a.attname = k
+$$;
+
 -- Rows the run inserted are deleted; rows it updated, tombstoned or deleted get their old row back.
 -- The three writes touch disjoint keys, so one statement does them all.
 CREATE FUNCTION squaresync._rollback_table(p_target bigint, p_new bigint, p_merchant text, p_table text)
 RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
-    keys     text[] := squaresync._key_columns(p_table);
     cols     text[] := squaresync._data_columns(p_table, false) || 'synced_at'::text;  -- restored as it was
     has_raw  boolean := 'raw' = ANY (cols);
-    key_join text;
+    key_join text := squaresync._audit_key_join(p_table);
     result   jsonb;
 BEGIN
-    SELECT string_agg(format('t.%1$I = (%%1$s.pk ->> %1$L)::%2$s', k, format_type(a.atttypid, a.atttypmod)), ' AND ')
-    INTO key_join
-    FROM unnest(keys) k
-    JOIN pg_attribute a ON a.attrelid = format('square.%I', p_table)::regclass AND a.attname = k;
-
     EXECUTE format($q$
         WITH f AS MATERIALIZED (
             SELECT DISTINCT ON (c.pk) c.pk, c.op, squaresync._with_raw(c.before, c.before_raw) AS before
@@ -298,9 +301,7 @@ BEGIN
             WHERE c2.run_id > $1 AND c2.table_name = %1$L AND c2.op IN ('insert', 'update')
             $q$,
             fk.child,
-            (SELECT string_agg(format('t.%I = (c2.pk ->> %L)::%s', k, k, format_type(a.atttypid, a.atttypmod)), ' AND ')
-             FROM unnest(squaresync._key_columns(fk.child)) k
-             JOIN pg_attribute a ON a.attrelid = format('square.%I', fk.child)::regclass AND a.attname = k),
+            format(squaresync._audit_key_join(fk.child), 'c2'),
             fk.parent,
             (SELECT 'jsonb_build_object(' || string_agg(format('%L, t.%I', pc, cc), ', ') || ')'
              FROM unnest(fk.parent_cols, fk.child_cols) x(pc, cc)))
