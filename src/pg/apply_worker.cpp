@@ -119,6 +119,22 @@ std::map<std::string, std::optional<ApplyOutcome>> ApplyWorker::wait() {
     return out;
 }
 
+void ApplyWorker::stop() {
+    auto* handle = static_cast<BackgroundWorkerHandle*>(handle_);
+    HOLD_INTERRUPTS();
+    try {
+        pg_call([&] {
+            TerminateBackgroundWorker(handle);
+            WaitForBackgroundWorkerShutdown(handle);
+        });
+    } catch (...) {
+        RESUME_INTERRUPTS();
+        throw;
+    }
+    RESUME_INTERRUPTS();
+    running_worker = nullptr;
+}
+
 }  // namespace squaresync::pg
 
 extern "C" PGDLLEXPORT void squaresync_apply_main(Datum main_arg);

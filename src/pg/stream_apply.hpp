@@ -77,6 +77,9 @@ public:
     // Waits until the worker has exited; then, per stream, its outcome, or nullopt when the worker
     // left it unapplied and unrecorded (it stopped first): the caller then applies it itself.
     std::map<std::string, std::optional<ApplyOutcome>> wait();
+    // Asks the worker to stop (SIGTERM: what it has not committed rolls back) and waits until it
+    // has exited, with interrupts held: called by a run that is itself stopping.
+    void stop();
 
 private:
     ApplyWorker(std::int64_t run_id, std::vector<std::string> streams, void* handle)

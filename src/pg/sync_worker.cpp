@@ -165,11 +165,16 @@ public:
                 finish_stopped();
                 throw;
             }
+            end_apply_worker(false);
             finish("failed", e.what());
             return;
         } catch (const PgError& e) {
-            if (e.sqlerrcode == ERRCODE_QUERY_CANCELED) finish_stopped();  // canceled inside a statement
-            else finish("failed", e.what());
+            if (e.sqlerrcode == ERRCODE_QUERY_CANCELED) {
+                finish_stopped();  // canceled inside a statement
+            } else {
+                end_apply_worker(false);
+                finish("failed", e.what());
+            }
             throw;
         } catch (const RunAbort& e) {
             // The control tables are gone with the extension: nothing left to record.
@@ -177,6 +182,7 @@ public:
             pg_call([&] { ereport(LOG, (errmsg("%s", line.c_str()))); });
             return;
         } catch (const std::exception& e) {
+            end_apply_worker(false);
             finish("failed", e.what());
             throw;
         }
@@ -393,6 +399,7 @@ private:
     void finish_stopped() {
         HOLD_INTERRUPTS();
         try {
+            end_apply_worker(true);
             finish("failed", "the sync worker was asked to stop (shutdown or cancel) before the run finished;"
                              " committed streams are intact and the next run resumes from their watermarks");
         } catch (...) {
@@ -400,6 +407,19 @@ private:
             throw;
         }
         RESUME_INTERRUPTS();
+    }
+
+    // Before a failed or stopped run is recorded: an apply worker still running is waited for (its
+    // streams stand on their own) or, when the run was stopped, asked to stop and then waited for.
+    // Recording the run marks its unfinished streams failed, which would otherwise wait on the
+    // stream row the apply worker holds while it applies, for as long as that apply waits.
+    void end_apply_worker(bool stop) {
+        if (!worker_) return;
+        if (stop)
+            worker_->stop();
+        else
+            worker_->wait();
+        worker_.reset();
     }
 
     void finish_from_streams() {

@@ -328,10 +328,11 @@ def test_a_canceled_or_stopped_run_is_recorded_failed_by_its_own_worker(synced, 
     assert_matches_fake(db, fake)
 
 
-def test_sigterm_of_the_sync_worker_stops_its_apply_worker_and_the_next_run_converges(db, fake, cluster):
-    log_start = len(cluster.log_text())
-    db.execute("SELECT squaresync.foundation()")
-    fake.mutate({"catalog_items": {"update": 3}, "inventory_counts": {"update": 4}, "orders": {"update": 5}})
+def _terminate_sync_worker_while_its_apply_worker_waits(db, fake, cluster, where, sync_worker_there):
+    """Starts an incremental run whose apply worker waits on a lock another session holds on
+    square.catalog_items, waits until the sync worker is `where` (sync_worker_there(run) holds),
+    SIGTERMs the sync worker and waits until both workers have left (the
+    lock is still held: nothing but the sync worker's request stops the apply worker). -> run id"""
     holder = cluster.connect(autocommit=False)
     holder.execute("LOCK TABLE square.catalog_items IN ACCESS EXCLUSIVE MODE")
     try:
@@ -339,26 +340,74 @@ def test_sigterm_of_the_sync_worker_stops_its_apply_worker_and_the_next_run_conv
         applier = wait_for(lambda: (db.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'squaresync apply'"
                                                " AND wait_event_type = 'Lock'").fetchone() or [None])[0],
                            60, "the apply worker to wait inside the catalog apply")
-        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'squaresync sync'")
-        # The sync worker asks its apply worker to stop as it exits; the lock is still held, so
-        # nothing else would end the apply worker's wait.
-        wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (applier,)).fetchone(),
-                 30, "the apply worker to stop")
+        wait_for(lambda: sync_worker_there(run), 60, "the sync worker to be " + where)
+        syncer = db.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'squaresync sync'").fetchone()[0]
+        db.execute("SELECT pg_terminate_backend(%s)", (syncer,))
+        for pid, who in ((applier, "the apply worker"), (syncer, "the sync worker")):
+            wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(),
+                     30, who + " to stop")
     finally:
         holder.rollback()
         holder.close()
-    # Nothing of the catalog side was applied, nor the export rebuilt; the next run marks the run
-    # failed and converges.
-    streams = dict(db.execute("SELECT stream, status FROM squaresync.sync_run_streams WHERE run_id = %s",
-                              (run,)).fetchall())
-    assert streams["catalog"] == streams["inventory"] == streams["vendors"] == "running", streams
-    assert db.execute("SELECT derived_at FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0] is None
+    return run
+
+
+def _next_run_converges(db, fake, run):
     nxt = db.execute("SELECT squaresync.incremental()").fetchone()[0]
     assert nxt != run
     assert db.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0] == "failed"
     assert_matches_fake(db, fake)
     assert db.execute("SELECT count(*) FROM square.square_item_library_export").fetchone()[0] == db.execute(
         "SELECT count(*) FROM squaresync._item_library_rows((SELECT merchant_id FROM squaresync.connection))").fetchone()[0]
+
+
+def test_sigterm_of_the_sync_worker_waiting_for_its_apply_worker_stops_both_and_the_next_run_converges(db, fake, cluster):
+    log_start = len(cluster.log_text())
+    db.execute("SELECT squaresync.foundation()")
+    fake.mutate({"catalog_items": {"update": 3}, "inventory_counts": {"update": 4}, "orders": {"update": 5}})
+    # The sync worker has applied the sales side and waits for the apply worker: the SIGTERM ends
+    # it at once (FATAL), and as it exits it asks the apply worker to stop.
+    run = _terminate_sync_worker_while_its_apply_worker_waits(
+        db, fake, cluster, "waiting for the apply worker", lambda run: db.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'squaresync sync'"
+            " AND query = 'squaresync: waiting for the apply worker'").fetchone())
+    # Nothing of the catalog side was applied, nor the export rebuilt; the next run marks the run
+    # failed and converges.
+    streams = dict(db.execute("SELECT stream, status FROM squaresync.sync_run_streams WHERE run_id = %s",
+                              (run,)).fetchall())
+    assert streams["catalog"] == streams["inventory"] == streams["vendors"] == "running", streams
+    assert streams["orders"] == "succeeded", streams
+    assert db.execute("SELECT derived_at FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0] is None
+    _next_run_converges(db, fake, run)
+    assert "terminated by signal" not in cluster.log_text()[log_start:]
+
+
+def test_sigterm_of_the_sync_worker_during_its_fetch_stops_its_apply_worker_and_records_the_run_failed(db, fake, cluster):
+    """The sync worker is still fetching (the orders search hangs) when the SIGTERM comes: it
+    stops its transfers, asks the apply worker to stop and waits for it, then records the run
+    failed itself, none of its streams left 'running'."""
+    log_start = len(cluster.log_text())
+    db.execute("SELECT squaresync.foundation()")
+    before = db.execute("SELECT count(*), max(updated_at) FROM square.catalog_items").fetchone()
+    fake.mutate({"catalog_items": {"update": 3}, "inventory_counts": {"update": 4}, "orders": {"update": 5}})
+    fake.fault(fault="hang", path="/v2/orders/search", delay_ms=60000)  # one request
+    try:
+        # Every stream but the catalog side's and the orders applied: the sync worker waits for
+        # the orders' pages.
+        run = _terminate_sync_worker_while_its_apply_worker_waits(
+            db, fake, cluster, "waiting for the orders' pages", lambda run: not db.execute(
+                "SELECT 1 FROM squaresync.sync_run_streams WHERE run_id = %s AND status = 'running'"
+                " AND stream NOT IN ('catalog', 'inventory', 'vendors', 'orders')", (run,)).fetchone())
+    finally:
+        fake.clear_faults()
+    status, error = db.execute("SELECT status, error FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()
+    assert status == "failed" and "asked to stop" in error, (status, error)
+    streams = dict(db.execute("SELECT stream, status FROM squaresync.sync_run_streams WHERE run_id = %s",
+                              (run,)).fetchall())
+    assert set(streams.values()) <= {"failed", "succeeded"}, streams
+    assert streams["catalog"] == streams["orders"] == "failed", streams
+    assert db.execute("SELECT count(*), max(updated_at) FROM square.catalog_items").fetchone() == before
+    _next_run_converges(db, fake, run)
     assert "terminated by signal" not in cluster.log_text()[log_start:]
 
 
