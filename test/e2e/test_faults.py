@@ -274,7 +274,7 @@ def test_sigkill_of_the_worker_then_the_next_run_converges(db, fake, cluster, ph
 # Where a run is when its worker is signalled, and how it is held there: another session holds a
 # table the worker needs (locked before the run starts, or once it has started), and Square answers
 # each request late. "start": emptying the staging tables; "staging": staging the locations' page;
-# "apply": applying it; "fetch": waiting for Square.
+# "apply": applying it; "fetch": waiting for Square (its first request, the locations, hangs).
 HOLDS = {"start": ("squaresync.stage_locations", True, "squaresync: waiting"),
          "staging": ("squaresync.stage_locations", False, "squaresync: locations page 1"),
          "apply": ("square.locations", True, "squaresync: applying locations"),
@@ -292,6 +292,8 @@ def test_a_canceled_or_stopped_run_is_recorded_failed_by_its_own_worker(synced, 
     table, before, activity = HOLDS[where]
     holder = cluster.connect(autocommit=False) if table else None
     fake.fault(latency_ms=1000 if where == "staging" else 300)
+    if where == "fetch":
+        fake.fault(fault="hang", path="/v2/locations", delay_ms=60000)
     try:
         if holder and before:
             holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
@@ -305,7 +307,8 @@ def test_a_canceled_or_stopped_run_is_recorded_failed_by_its_own_worker(synced, 
             if activity != "squaresync: waiting":
                 assert db.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0] == activity
         else:
-            time.sleep(0.8)
+            wait_for(lambda: fake.stats().get("faults_fired", {}).get("hang"), 30,
+                     "the sync worker's locations request to hang")
         db.execute(f"SELECT {signal_fn}(%s)", (pid,))
         wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(), 30,
                  "the sync worker to exit")
