@@ -287,7 +287,10 @@ private:
         // apply) is fetched, to be applied beside it.
         sink.on_fetched = [this](const std::string& name) {
             if (!full() || name == all_.back()->name()) hand_over_catalog_side(false);
-            if (!(Settings::parallel_apply && applied_apart(name))) apply_once(name);
+            if (!(Settings::parallel_apply && applied_apart(name))) {
+                apply_once(name);
+                report_activity("squaresync: fetching");  // the other streams' pages, until a page is staged
+            }
         };
         run_walks(client, all_);
         sink.on_fetched = nullptr;

@@ -396,11 +396,13 @@ def test_sigterm_of_the_sync_worker_during_its_fetch_stops_its_apply_worker_and_
     fake.fault(fault="hang", path="/v2/orders/search", delay_ms=60000)  # one request
     try:
         # Every stream but the catalog side's and the orders applied: the sync worker waits for
-        # the orders' pages.
+        # the orders' pages, and says so in pg_stat_activity.
         run = _terminate_sync_worker_while_its_apply_worker_waits(
             db, fake, cluster, "waiting for the orders' pages", lambda run: not db.execute(
                 "SELECT 1 FROM squaresync.sync_run_streams WHERE run_id = %s AND status = 'running'"
-                " AND stream NOT IN ('catalog', 'inventory', 'vendors', 'orders')", (run,)).fetchone())
+                " AND stream NOT IN ('catalog', 'inventory', 'vendors', 'orders')", (run,)).fetchone()
+            and db.execute("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'squaresync sync'"
+                           " AND query = 'squaresync: fetching'").fetchone())
     finally:
         fake.clear_faults()
     status, error = db.execute("SELECT status, error FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()
