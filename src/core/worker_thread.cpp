@@ -10,6 +10,20 @@
 
 namespace squaresync {
 
+namespace {
+
+// The live helper threads of the process. Never destroyed: stop_all() may run during exit().
+std::mutex& live_mutex() {
+    static auto* m = new std::mutex;
+    return *m;
+}
+std::vector<WorkerThread*>& live() {
+    static auto* v = new std::vector<WorkerThread*>;
+    return *v;
+}
+
+}  // namespace
+
 WorkerThread::WorkerThread(std::function<void()> notify) : notify_(std::move(notify)) {
     // The new thread inherits the creating thread's signal mask: block everything around its
     // creation so that no signal meant for the backend (SIGTERM, SIGALRM, SIGUSR1...) lands on it.
@@ -24,16 +38,36 @@ WorkerThread::WorkerThread(std::function<void()> notify) : notify_(std::move(not
         throw;
     }
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    std::lock_guard<std::mutex> lock(live_mutex());
+    live().push_back(this);
 }
 
 WorkerThread::~WorkerThread() {
+    {
+        std::lock_guard<std::mutex> lock(live_mutex());
+        auto& v = live();
+        for (auto it = v.begin(); it != v.end(); ++it)
+            if (*it == this) {
+                v.erase(it);
+                break;
+            }
+    }
+    shut_down();
+}
+
+void WorkerThread::shut_down() {
     {
         std::lock_guard<std::mutex> lock(mu_);
         stop_ = true;
         queue_.clear();
     }
     cv_.notify_all();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
+}
+
+void WorkerThread::stop_all() {
+    std::lock_guard<std::mutex> lock(live_mutex());
+    for (auto* t : live()) t->shut_down();
 }
 
 void WorkerThread::submit(void* tag, std::function<void()> job) {

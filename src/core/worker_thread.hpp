@@ -27,8 +27,14 @@ public:
     // The tags of the jobs finished since the last call, in the order they ran.
     std::vector<void*> take_done();
 
+    // Stops every helper thread of the process as the destructor does (the running job finishes
+    // first): for a process that exits without unwinding its stack (PostgreSQL's FATAL calls
+    // exit()), so that no helper thread runs on while static objects are destroyed.
+    static void stop_all();
+
 private:
     void loop();
+    void shut_down();  // once: what the destructor and stop_all() do
 
     struct Job {
         void* tag;

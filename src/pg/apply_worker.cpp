@@ -11,6 +11,8 @@ extern "C" {
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
+#include "pgstat.h"  // PG_WAIT_EXTENSION (utils/wait_event.h from PostgreSQL 14)
 }
 
 #include <cstring>
@@ -40,8 +42,19 @@ std::string str(std::int64_t v) { return std::to_string(v); }
 // The apply worker this process started and has not yet seen exit.
 BackgroundWorkerHandle* running_worker = nullptr;
 
+// At this process's exit (before its run lock is released): asks the apply worker to stop and
+// waits for it, up to 10 s, so that a later run never starts beside it.
 void stop_apply_worker(int, Datum) {
-    if (running_worker != nullptr) TerminateBackgroundWorker(running_worker);
+    if (running_worker == nullptr) return;
+    TerminateBackgroundWorker(running_worker);
+    pid_t pid;
+    for (int i = 0; i < 100; ++i) {
+        const BgwHandleStatus st = GetBackgroundWorkerPid(running_worker, &pid);
+        if (st != BGWH_STARTED && st != BGWH_NOT_YET_STARTED) break;
+        const int rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_POSTMASTER_DEATH, 100, PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        if (rc & WL_POSTMASTER_DEATH) break;
+    }
 }
 
 std::vector<std::string> split(const std::string& list) {
@@ -121,17 +134,10 @@ std::map<std::string, std::optional<ApplyOutcome>> ApplyWorker::wait() {
 
 void ApplyWorker::stop() {
     auto* handle = static_cast<BackgroundWorkerHandle*>(handle_);
-    HOLD_INTERRUPTS();
-    try {
-        pg_call([&] {
-            TerminateBackgroundWorker(handle);
-            WaitForBackgroundWorkerShutdown(handle);
-        });
-    } catch (...) {
-        RESUME_INTERRUPTS();
-        throw;
-    }
-    RESUME_INTERRUPTS();
+    pg_call([&] {
+        TerminateBackgroundWorker(handle);
+        (void)WaitForBackgroundWorkerShutdown(handle);
+    });
     running_worker = nullptr;
 }
 

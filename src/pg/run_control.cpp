@@ -135,15 +135,16 @@ void advisory_unlock(std::int32_t key) {
 }
 
 void fail_stale_runs(std::int64_t except_run) {
+    // The streams first, then the runs: the order an apply and finish() take them in.
+    spi_exec(
+        "UPDATE squaresync.sync_run_streams SET status = 'failed', error = coalesce(error, 'run interrupted')"
+        " WHERE status = 'running' AND run_id <> $1::bigint",
+        {std::to_string(except_run)});
     spi_exec(
         "UPDATE squaresync.sync_runs SET status = 'failed', finished_at = clock_timestamp(),"
         " error = coalesce(error, 'the sync worker stopped before the run finished (server restart, crash or kill);"
         " committed streams are intact and the next run resumes from their watermarks')"
         " WHERE status = 'running' AND id <> $1::bigint",
-        {std::to_string(except_run)});
-    spi_exec(
-        "UPDATE squaresync.sync_run_streams SET status = 'failed', error = coalesce(error, 'run interrupted')"
-        " WHERE status = 'running' AND run_id <> $1::bigint",
         {std::to_string(except_run)});
 }
 
@@ -209,10 +210,22 @@ namespace {
 
 Datum run_entry(RunKind kind, FunctionCallInfo fcinfo) {
     const bool wait = PG_ARGISNULL(0) ? true : PG_GETARG_BOOL(0);
-    if (wait && IsolationUsesXactSnapshot())
-        throw UserError(ERRCODE_FEATURE_NOT_SUPPORTED, "wait => true needs READ COMMITTED isolation",
-                        "Call it outside a REPEATABLE READ or SERIALIZABLE transaction, or pass wait => false.");
+    // Both ways the caller waits for the worker's commits (the run's row at least), which a
+    // transaction snapshot would never show.
+    if (IsolationUsesXactSnapshot())
+        throw UserError(ERRCODE_FEATURE_NOT_SUPPORTED,
+                        std::string("squaresync.") + (kind == RunKind::Foundation ? "foundation" : "incremental") +
+                            "() needs READ COMMITTED isolation: it waits for the sync worker's commits, which a "
+                            "REPEATABLE READ or SERIALIZABLE transaction does not see",
+                        "Call it outside such a transaction (READ COMMITTED is PostgreSQL's default).");
     spi_connect();
+    // The run lock held by this very transaction (squaresync.rollback() takes it until commit): the
+    // worker would wait for it, and this call for the worker.
+    if (!spi_exec(kRunningWorkers + " AND pid = pg_catalog.pg_backend_pid()", {}).rows.empty())
+        throw UserError(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        "this transaction holds squaresync's run lock (squaresync.rollback() was called in it): a run "
+                        "started now could not begin before the transaction ends",
+                        "Commit (or roll back) this transaction, then start the run.");
     bool joined = false;
     std::int64_t id = 0;
     for (;;) {

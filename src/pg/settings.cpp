@@ -3,6 +3,8 @@ extern "C" {
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/procsignal.h"
 #include "utils/guc.h"
 }
 
@@ -10,6 +12,7 @@ extern "C" {
 #include <cstring>
 
 #include "settings.hpp"
+#include "worker_thread.hpp"
 
 #include "guard.hpp"
 
@@ -131,7 +134,29 @@ void define_settings() {
 #endif
 }
 
+namespace {
+
+// A FATAL error or a SIGTERM served inside a statement ends the process with exit(), without
+// unwinding the C++ frames of a transfer in progress: its helper thread is stopped first.
+void stop_helper_threads(int, Datum) { WorkerThread::stop_all(); }
+
+// While the transfers wait for Square, no statement runs to serve the ProcSignalBarriers other
+// sessions wait on (DROP DATABASE and DROP TABLESPACE anywhere in the cluster): they are absorbed
+// here, at each check for a stop request. An error while absorbing one leaves it pending (PostgreSQL
+// retries it at the next check).
+void absorb_barriers() {
+    try {
+        pg_call([] { ProcessProcSignalBarrier(); });
+    } catch (...) {
+    }
+}
+
+}  // namespace
+
 HttpConfig http_config(const std::string& base_url, const std::string& token) {
+    static bool exit_hook = false;
+    if (!exit_hook) pg_call([] { before_shmem_exit(stop_helper_threads, 0); });
+    exit_hook = true;
     HttpConfig c;
     c.base_url = base_url;
     c.access_token = token;
@@ -143,7 +168,10 @@ HttpConfig http_config(const std::string& base_url, const std::string& token) {
     c.retry.max_attempts = Settings::retry_max_attempts;
     c.retry.run_budget = Settings::retry_budget;
     c.retry.max_delay = std::chrono::milliseconds(Settings::retry_max_delay_ms);
-    c.should_abort = [] { return InterruptPending && (ProcDiePending || QueryCancelPending); };
+    c.should_abort = [] {
+        if (ProcSignalBarrierPending) absorb_barriers();
+        return InterruptPending && (ProcDiePending || QueryCancelPending);
+    };
     c.user_agent = "squaresync/0.2.0 (PostgreSQL extension)";
     // One line per request at DEBUG1 (method, target, status, bytes, time; never a header).
     c.debug_log = [](const std::string& line) {

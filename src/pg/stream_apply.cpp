@@ -113,6 +113,11 @@ bool derived_done(std::int64_t run_id) {
 
 void record_stream_failure(const StreamApply& a, const ApplyOutcome& why) {
     in_transaction([&] {
+        // As apply_stream: a stream a later run has already marked failed is left alone (that run
+        // may have staged pages of its own since).
+        auto st = spi_exec("SELECT status FROM squaresync.sync_run_streams WHERE run_id = $1::bigint AND stream = $2"
+                           " FOR UPDATE", {str(a.run_id), a.stream});
+        if (st.rows.empty() || st.at(0, 0) != std::string("running")) return;
         spi_exec("UPDATE squaresync.sync_run_streams SET status = 'failed', error = $3, error_code = $4,"
                  " pages = $5::int, rows_staged = $6::bigint WHERE run_id = $1::bigint AND stream = $2",
                  {str(a.run_id), a.stream, why.error, why.code, str(a.pages), str(a.rows)});

@@ -78,7 +78,7 @@ public:
     // left it unapplied and unrecorded (it stopped first): the caller then applies it itself.
     std::map<std::string, std::optional<ApplyOutcome>> wait();
     // Asks the worker to stop (SIGTERM: what it has not committed rolls back) and waits until it
-    // has exited, with interrupts held: called by a run that is itself stopping.
+    // has exited: called by a run that is itself stopping.
     void stop();
 
 private:

@@ -10,6 +10,7 @@ extern "C" {
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
+#include "utils/guc.h"
 }
 
 #include <malloc.h>
@@ -397,19 +398,31 @@ private:
         streams_[f.name()] = {o.failed, o.error};
     }
 
-    // A shutdown or cancel stopped the run: recorded with any still pending held back, since the
-    // first statement would serve it otherwise and the run would stay 'running' until the next one.
+    // A shutdown or cancel stopped the run: recorded with the stop request set aside (the first
+    // statement would serve it otherwise and the run would stay 'running' until the next one), and
+    // put back afterwards. Nothing is held meanwhile: a new stop request is served as usual (the
+    // next run then marks the run failed), and each statement waits for a lock at most
+    // squaresync.lock_timeout.
     void finish_stopped() {
-        HOLD_INTERRUPTS();
+        const bool die = ProcDiePending, cancel = QueryCancelPending;
+        ProcDiePending = false;
+        QueryCancelPending = false;
+        auto put_back = [&] {
+            if (die) ProcDiePending = true;
+            if (cancel) QueryCancelPending = true;
+            if (die || cancel) InterruptPending = true;
+        };
         try {
             end_apply_worker(true);
+            const std::string timeout = std::to_string(Settings::lock_timeout_ms);
+            pg_call([&] { SetConfigOption("lock_timeout", timeout.c_str(), PGC_USERSET, PGC_S_SESSION); });
             finish("failed", "the sync worker was asked to stop (shutdown or cancel) before the run finished;"
                              " committed streams are intact and the next run resumes from their watermarks");
         } catch (...) {
-            RESUME_INTERRUPTS();
+            put_back();
             throw;
         }
-        RESUME_INTERRUPTS();
+        put_back();
     }
 
     // Before a failed or stopped run is recorded: an apply worker still running is waited for (its

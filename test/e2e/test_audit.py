@@ -236,6 +236,45 @@ def test_rollback_refusals(db, fake, cluster):
     assert db.execute("SELECT count(*) FROM squaresync.sync_runs WHERE kind = 'rollback'").fetchone()[0] == 1
 
 
+def test_a_run_asked_for_where_it_could_never_be_seen_is_refused(db, fake, cluster):
+    """A run asked for in the transaction of a rollback (which holds the run lock the worker needs
+    until it commits), or under a transaction snapshot (which never shows the worker's commits),
+    is refused at once, with or without wait, and no worker is started."""
+    db.execute("SELECT squaresync.foundation()")
+    fake.mutate({"orders": {"create": 1}})
+    inc = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    runs = db.execute("SELECT count(*) FROM squaresync.sync_runs").fetchone()[0]
+    calls = ("incremental()", "incremental(wait => false)", "foundation()", "foundation(wait => false)")
+
+    def refused(con, call):
+        con.execute("SAVEPOINT ask")
+        try:
+            return error_of(con, f"SELECT squaresync.{call}")
+        finally:
+            con.execute("ROLLBACK TO SAVEPOINT ask")
+
+    con = cluster.connect(autocommit=False)
+    rb = con.execute("SELECT squaresync.rollback(%s, 'x')", (inc,)).fetchone()[0]
+    for call in calls:
+        msg = refused(con, call)
+        assert "this transaction holds squaresync's run lock" in msg and "Commit" in msg, (call, msg)
+    con.commit()
+    for level in ("REPEATABLE READ", "SERIALIZABLE"):
+        con.execute(f"SET TRANSACTION ISOLATION LEVEL {level}")
+        for call in calls:
+            msg = refused(con, call)
+            assert "needs READ COMMITTED isolation" in msg and "READ COMMITTED is PostgreSQL's default" in msg, (call, msg)
+        con.rollback()
+    con.close()
+    assert db.execute("SELECT count(*) FROM squaresync.sync_runs").fetchone()[0] == runs + 1  # the rollback's
+    assert db.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (rb,)).fetchone()[0] == "succeeded"
+    assert not db.execute("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'squaresync sync'").fetchone()
+    # Once committed, the run goes ahead and fetches the rolled-back window again.
+    nxt = db.execute("SELECT squaresync.incremental()").fetchone()[0]
+    assert db.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (nxt,)).fetchone()[0] == "succeeded"
+    assert_matches_fake(db, fake)
+
+
 def test_rollback_of_a_foundation_empties_what_it_loaded(db, fake):
     f = db.execute("SELECT squaresync.foundation()").fetchone()[0]
     db.execute("SELECT squaresync.rollback(%s, 'start over')", (f,))

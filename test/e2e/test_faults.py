@@ -473,6 +473,37 @@ def test_drop_database_during_a_run_completes_and_the_worker_leaves(cluster, fak
     admin.close()
 
 
+def test_drop_database_elsewhere_does_not_wait_for_a_run_that_waits_for_square(db, fake, cluster):
+    """DROP DATABASE of another database waits until every backend of the cluster has absorbed its
+    ProcSignalBarrier: a sync worker waiting for Square absorbs it at once, so the DROP returns
+    while the run still waits for its hanging request (statement_timeout: a hang guard only)."""
+    db.execute("SELECT squaresync.foundation()")
+    admin = cluster.connect()
+    admin.execute("DROP DATABASE IF EXISTS shopgone")
+    admin.execute("CREATE DATABASE shopgone")
+    answered = fake.stats()["requests"].get("GET /v2/locations", 0)
+    fake.fault(fault="hang", path="/v2/locations", delay_ms=60000)
+    try:
+        run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
+        pid = worker_pid(db)
+        wait_for(lambda: fake.stats().get("faults_fired", {}).get("hang"), 30, "the locations request to hang")
+        admin.execute("SET statement_timeout = '20s'")
+        admin.execute("DROP DATABASE shopgone")
+        # The run was still waiting for Square when the DROP returned.
+        assert db.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0] == "running"
+        assert db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+        assert fake.stats()["requests"].get("GET /v2/locations", 0) == answered, "the hanging request was answered"
+        db.execute("SELECT pg_cancel_backend(%s)", (pid,))
+        wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(), 30,
+                 "the sync worker to exit")
+    finally:
+        fake.clear_faults()
+        admin.close()
+    assert db.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0] == "failed"
+    assert db.execute("SELECT squaresync.incremental()").fetchone()[0] > run
+    assert_matches_fake(db, fake)
+
+
 def incremental_under_lock(db, cluster, lock):
     """An incremental run while another session holds `lock` (a LOCK TABLE statement) for longer than
     squaresync.lock_timeout (1 s here): the run must end partly failed."""
