@@ -291,15 +291,21 @@ def test_a_canceled_or_stopped_run_is_recorded_failed_by_its_own_worker(synced, 
     db = synced
     table, before, activity = HOLDS[where]
     holder = cluster.connect(autocommit=False) if table else None
-    fake.fault(latency_ms=1000 if where == "staging" else 300)
     if where == "fetch":
         fake.fault(fault="hang", path="/v2/locations", delay_ms=60000)
+    elif where == "staging":
+        fake.fault(fault="delay", path="/v2/locations", delay_ms=3000)
+    else:
+        fake.fault(latency_ms=300)
     try:
         if holder and before:
             holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
         run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
         pid = worker_pid(db)
-        if holder and not before:  # the run has started (its row is in); its first request is on its way
+        if holder and not before:
+            # The run's first request has arrived (so the worker is past emptying the staging
+            # tables) and is answered 3 s late: the locations' page is staged after the lock.
+            wait_for(lambda: fake.stats().get("faults_fired", {}).get("delay"), 30, "the locations request")
             holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
         if holder:
             wait_for(lambda: db.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
@@ -367,6 +373,7 @@ def _next_run_converges(db, fake, run):
 def test_sigterm_of_the_sync_worker_waiting_for_its_apply_worker_stops_both_and_the_next_run_converges(db, fake, cluster):
     log_start = len(cluster.log_text())
     db.execute("SELECT squaresync.foundation()")
+    before = db.execute("SELECT count(*), max(updated_at) FROM square.catalog_items").fetchone()
     fake.mutate({"catalog_items": {"update": 3}, "inventory_counts": {"update": 4}, "orders": {"update": 5}})
     # The sync worker has applied the sales side and waits for the apply worker: the SIGTERM ends
     # it at once (FATAL), and as it exits it asks the apply worker to stop.
@@ -374,12 +381,15 @@ def test_sigterm_of_the_sync_worker_waiting_for_its_apply_worker_stops_both_and_
         db, fake, cluster, "waiting for the apply worker", lambda run: db.execute(
             "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'squaresync sync'"
             " AND query = 'squaresync: waiting for the apply worker'").fetchone())
-    # Nothing of the catalog side was applied, nor the export rebuilt; the next run marks the run
-    # failed and converges.
-    streams = dict(db.execute("SELECT stream, status FROM squaresync.sync_run_streams WHERE run_id = %s",
-                              (run,)).fetchall())
-    assert streams["catalog"] == streams["inventory"] == streams["vendors"] == "running", streams
-    assert streams["orders"] == "succeeded", streams
+    # Nothing of the catalog side was applied, nor the export rebuilt; the run's worker recorded
+    # nothing more (its streams are left running, or marked failed by the scheduler's maintenance
+    # pass should it have come meanwhile); the next run marks the run failed and converges.
+    streams = {r[0]: (r[1], r[2]) for r in db.execute(
+        "SELECT stream, status, error FROM squaresync.sync_run_streams WHERE run_id = %s", (run,))}
+    for s in ("catalog", "inventory", "vendors"):
+        assert streams[s] in (("running", None), ("failed", "run interrupted")), streams
+    assert streams["orders"] == ("succeeded", None), streams
+    assert db.execute("SELECT count(*), max(updated_at) FROM square.catalog_items").fetchone() == before
     assert db.execute("SELECT derived_at FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0] is None
     _next_run_converges(db, fake, run)
     assert "terminated by signal" not in cluster.log_text()[log_start:]
@@ -393,18 +403,20 @@ def test_sigterm_of_the_sync_worker_during_its_fetch_stops_its_apply_worker_and_
     db.execute("SELECT squaresync.foundation()")
     before = db.execute("SELECT count(*), max(updated_at) FROM square.catalog_items").fetchone()
     fake.mutate({"catalog_items": {"update": 3}, "inventory_counts": {"update": 4}, "orders": {"update": 5}})
-    fake.fault(fault="hang", path="/v2/orders/search", delay_ms=60000)  # one request
+    # One transfer at a time: the catalog side's walks, then the orders' first search, which hangs.
+    db.execute("ALTER SYSTEM SET squaresync.max_concurrency = 1")
+    db.execute("SELECT pg_reload_conf()")
+    fake.fault(fault="hang", path="/v2/orders/search", delay_ms=60000)
     try:
-        # Every stream but the catalog side's and the orders applied: the sync worker waits for
-        # the orders' pages, and says so in pg_stat_activity.
+        # The apply worker waits inside the catalog apply (so the catalog side was handed over, its
+        # pages all staged) and the hanging search is the one transfer: the sync worker waits for it.
         run = _terminate_sync_worker_while_its_apply_worker_waits(
-            db, fake, cluster, "waiting for the orders' pages", lambda run: not db.execute(
-                "SELECT 1 FROM squaresync.sync_run_streams WHERE run_id = %s AND status = 'running'"
-                " AND stream NOT IN ('catalog', 'inventory', 'vendors', 'orders')", (run,)).fetchone()
-            and db.execute("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'squaresync sync'"
-                           " AND query = 'squaresync: fetching'").fetchone())
+            db, fake, cluster, "waiting for the orders' first page",
+            lambda run: fake.stats().get("faults_fired", {}).get("hang"))
     finally:
         fake.clear_faults()
+        db.execute("ALTER SYSTEM RESET squaresync.max_concurrency")
+        db.execute("SELECT pg_reload_conf()")
     status, error = db.execute("SELECT status, error FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()
     assert status == "failed" and "asked to stop" in error, (status, error)
     streams = dict(db.execute("SELECT stream, status FROM squaresync.sync_run_streams WHERE run_id = %s",
@@ -437,9 +449,11 @@ def test_drop_extension_during_a_run_completes_and_the_worker_leaves(db, fake, c
     than the DROP's lock_timeout (3 s), which would fail it had it waited on a lock the run holds."""
     log_start = len(cluster.log_text())
     fake.fault(latency_ms=1000)
+    fake.fault(fault="hang", path="/v2/locations", delay_ms=5000)
     db.execute("SELECT squaresync.foundation(wait => false)")
     pid = worker_pid(db)
-    time.sleep(0.5)
+    # The worker waits for its first request: no transaction of its is open.
+    wait_for(lambda: fake.stats().get("faults_fired", {}).get("hang"), 30, "the locations request to hang")
     other = cluster.connect()
     other.execute("SET lock_timeout = '3s'")
     other.execute("DROP EXTENSION squaresync CASCADE")
@@ -564,21 +578,7 @@ def test_no_free_worker_slot_is_a_clear_error(cluster, fake):
 
 
 def test_concurrent_incremental_calls_from_several_sessions_make_one_run(synced, fake, cluster):
-    fake.fault(latency_ms=50)
-    ids, errors = [], []
-
-    def call():
-        try:
-            c = cluster.connect()
-            ids.append(c.execute("SELECT squaresync.incremental()").fetchone()[0])
-            c.close()
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=call) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(set(ids)) == 1, (ids, errors)
+    from test_ops import concurrent_calls
+    ids, errors = concurrent_calls(cluster, synced, "SELECT squaresync.incremental()", 6)
+    assert not errors and len(ids) == 6 and len(set(ids)) == 1, (ids, errors)
     assert synced.execute("SELECT count(*) FROM squaresync.sync_runs WHERE kind = 'incremental'").fetchone()[0] == 1

@@ -449,8 +449,8 @@ def test_the_catalog_side_and_the_export_are_applied_while_the_orders_are_still_
     db.execute("SELECT squaresync.foundation()")
     fake.mutate({"orders": {"update": 5}, "catalog_items": {"update": 2}, "inventory_counts": {"update": 4}})
     export_before = _export(db)
-    # One orders page comes 3 s late: the sales side's fetch cannot end before it.
-    fake.fault(fault="delay", path="/v2/orders/search", count=1, delay_ms=3000)
+    # One orders page comes 8 s late: the sales side's fetch cannot end before it.
+    fake.fault(fault="delay", path="/v2/orders/search", count=1, delay_ms=8000)
     run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
     wait_for(lambda: db.execute(
         "SELECT r.derived_at IS NOT NULL AND (SELECT bool_and(status = 'succeeded') FROM squaresync.sync_run_streams s"
@@ -471,22 +471,9 @@ def test_the_catalog_side_and_the_export_are_applied_while_the_orders_are_still_
 
 
 def test_concurrent_calls_start_one_run(db, fake, cluster):
-    import threading
-    fake.fault(latency_ms=50)
-    ids = []
-
-    def call():
-        c = cluster.connect()
-        ids.append(c.execute("SELECT squaresync.foundation()").fetchone()[0])
-        c.close()
-
-    threads = [threading.Thread(target=call) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    fake.clear_faults()
-    assert len(ids) == 4 and len(set(ids)) == 1, ids
+    from test_ops import concurrent_calls
+    ids, errors = concurrent_calls(cluster, db, "SELECT squaresync.foundation()", 4)
+    assert not errors and len(ids) == 4 and len(set(ids)) == 1, (ids, errors)
     assert db.execute("SELECT count(*) FROM squaresync.sync_runs").fetchone()[0] == 1
 
 

@@ -481,10 +481,10 @@ TEST(HttpClient, RetryBudgetExhaustedOnRateLimit) {
 TEST(HttpClient, TimeoutIsRetriedThenReported) {
     Peer peer;
     HttpConfig c = config_for(peer);
-    c.request_timeout_ms = 300;
+    c.request_timeout_ms = 1000;
     c.retry.max_attempts = 2;
     HttpClient client(c);
-    // The peer would answer after a minute: a Timeout failure is the client's own 300 ms limit.
+    // The peer would answer after a minute: a Timeout failure is the client's own 1 s limit.
     const auto e = perform_error(client, get("/hang?ms=60000"));
     ASSERT_TRUE(e);
     EXPECT_EQ(e->kind, FailureKind::Timeout);
@@ -493,7 +493,7 @@ TEST(HttpClient, TimeoutIsRetriedThenReported) {
     EXPECT_EQ(client.stats().requests, 2u);
     EXPECT_EQ(peer.stats()["hangs_answered"], 0);
     // A single slow answer is retried and the retry succeeds.
-    EXPECT_EQ(client.perform(get("/flaky/slow?fail=1&mode=hang&ms=2000")).attempts, 2);
+    EXPECT_EQ(client.perform(get("/flaky/slow?fail=1&mode=hang&ms=5000")).attempts, 2);
 }
 
 TEST(HttpClient, ResetIsRetried) {
@@ -910,7 +910,7 @@ TEST(HttpClient, TokenNeverAppearsInMessagesOrDebugLines) {
     Peer peer, tls_peer(/*tls=*/true);
     Capture cap;
     HttpConfig c = config_for(peer, &cap);
-    c.request_timeout_ms = 300;
+    c.request_timeout_ms = 1000;  // what /hang?ms=3000 exceeds (and a loaded machine's answers do not)
     c.retry.max_attempts = 2;
     c.max_response_bytes = 60000;
     auto collect = [&cap](const FnWalk& w) {
