@@ -161,6 +161,7 @@ public:
         try {
             load_connection();
             fetch_and_apply();
+            finish_from_streams();  // (a cancel served while it records the run is a stop too)
         } catch (const HttpError& e) {
             if (e.kind == FailureKind::Aborted) {
                 finish_stopped();
@@ -187,7 +188,6 @@ public:
             finish("failed", e.what());
             throw;
         }
-        finish_from_streams();
     }
 
 private:
