@@ -24,34 +24,41 @@ std::vector<WorkerThread*>& live() {
 
 }  // namespace
 
+void WorkerThread::unlist() {
+    std::lock_guard<std::mutex> lock(live_mutex());
+    auto& v = live();
+    for (auto it = v.begin(); it != v.end(); ++it)
+        if (*it == this) {
+            v.erase(it);
+            return;
+        }
+}
+
 WorkerThread::WorkerThread(std::function<void()> notify) : notify_(std::move(notify)) {
+    {
+        std::lock_guard<std::mutex> lock(live_mutex());
+        live().push_back(this);  // before the thread exists: a failure here leaves nothing to join
+    }
     // The new thread inherits the creating thread's signal mask: block everything around its
     // creation so that no signal meant for the backend (SIGTERM, SIGALRM, SIGUSR1...) lands on it.
     sigset_t all, old;
     sigfillset(&all);
-    if (int rc = pthread_sigmask(SIG_SETMASK, &all, &old); rc != 0)
+    if (int rc = pthread_sigmask(SIG_SETMASK, &all, &old); rc != 0) {
+        unlist();
         throw std::system_error(rc, std::generic_category(), "pthread_sigmask");
+    }
     try {
         thread_ = std::thread([this] { loop(); });
     } catch (...) {
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        unlist();
         throw;
     }
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    std::lock_guard<std::mutex> lock(live_mutex());
-    live().push_back(this);
 }
 
 WorkerThread::~WorkerThread() {
-    {
-        std::lock_guard<std::mutex> lock(live_mutex());
-        auto& v = live();
-        for (auto it = v.begin(); it != v.end(); ++it)
-            if (*it == this) {
-                v.erase(it);
-                break;
-            }
-    }
+    unlist();
     shut_down();
 }
 

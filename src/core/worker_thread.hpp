@@ -35,6 +35,7 @@ public:
 private:
     void loop();
     void shut_down();  // once: what the destructor and stop_all() do
+    void unlist();     // off the list stop_all() walks
 
     struct Job {
         void* tag;

@@ -13,6 +13,7 @@ extern "C" {
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "pgstat.h"  // PG_WAIT_EXTENSION (utils/wait_event.h from PostgreSQL 14)
+#include "utils/timestamp.h"
 }
 
 #include <cstring>
@@ -47,8 +48,9 @@ BackgroundWorkerHandle* running_worker = nullptr;
 void stop_apply_worker(int, Datum) {
     if (running_worker == nullptr) return;
     TerminateBackgroundWorker(running_worker);
+    const TimestampTz start = GetCurrentTimestamp();
     pid_t pid;
-    for (int i = 0; i < 100; ++i) {
+    while (!TimestampDifferenceExceeds(start, GetCurrentTimestamp(), 10000)) {
         const BgwHandleStatus st = GetBackgroundWorkerPid(running_worker, &pid);
         if (st != BGWH_STARTED && st != BGWH_NOT_YET_STARTED) break;
         const int rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_POSTMASTER_DEATH, 100, PG_WAIT_EXTENSION);

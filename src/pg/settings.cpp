@@ -169,7 +169,8 @@ HttpConfig http_config(const std::string& base_url, const std::string& token) {
     c.retry.run_budget = Settings::retry_budget;
     c.retry.max_delay = std::chrono::milliseconds(Settings::retry_max_delay_ms);
     c.should_abort = [] {
-        if (ProcSignalBarrierPending) absorb_barriers();
+        // (as ProcessInterrupts would: never inside a held-off or critical section)
+        if (ProcSignalBarrierPending && InterruptHoldoffCount == 0 && CritSectionCount == 0) absorb_barriers();
         return InterruptPending && (ProcDiePending || QueryCancelPending);
     };
     c.user_agent = "squaresync/0.2.0 (PostgreSQL extension)";

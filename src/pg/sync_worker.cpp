@@ -167,16 +167,13 @@ public:
                 finish_stopped();
                 throw;
             }
-            end_apply_worker(false);
-            finish("failed", e.what());
+            finish_failed(e.what());
             return;
         } catch (const PgError& e) {
-            if (e.sqlerrcode == ERRCODE_QUERY_CANCELED) {
+            if (e.sqlerrcode == ERRCODE_QUERY_CANCELED)
                 finish_stopped();  // canceled inside a statement
-            } else {
-                end_apply_worker(false);
-                finish("failed", e.what());
-            }
+            else
+                finish_failed(e.what());
             throw;
         } catch (const RunAbort& e) {
             // The control tables are gone with the extension: nothing left to record.
@@ -184,8 +181,7 @@ public:
             pg_call([&] { ereport(LOG, (errmsg("%s", line.c_str()))); });
             return;
         } catch (const std::exception& e) {
-            end_apply_worker(false);
-            finish("failed", e.what());
+            finish_failed(e.what());
             throw;
         }
     }
@@ -402,7 +398,7 @@ private:
     // statement would serve it otherwise and the run would stay 'running' until the next one), and
     // put back afterwards. Nothing is held meanwhile: a new stop request is served as usual (the
     // next run then marks the run failed), and each statement waits for a lock at most
-    // squaresync.lock_timeout.
+    // squaresync.lock_timeout (0: without limit, as the applies).
     void finish_stopped() {
         const bool die = ProcDiePending, cancel = QueryCancelPending;
         ProcDiePending = false;
@@ -423,6 +419,32 @@ private:
             throw;
         }
         put_back();
+    }
+
+    // The run failed (it was not stopped): recorded once its apply worker has ended. A cancel
+    // served while waiting for that worker makes it a stopped run; should the wait fail otherwise,
+    // the worker is asked to stop.
+    void finish_failed(const std::string& error) {
+        try {
+            end_apply_worker(false);
+        } catch (const PgError& e) {
+            if (e.sqlerrcode == ERRCODE_QUERY_CANCELED) {
+                finish_stopped();
+                throw;
+            }
+            stop_apply_worker_quietly();
+        } catch (...) {
+            stop_apply_worker_quietly();
+        }
+        finish("failed", error);
+    }
+
+    void stop_apply_worker_quietly() {
+        try {
+            end_apply_worker(true);
+        } catch (...) {
+            worker_.reset();  // (the exit callback still asks it to stop)
+        }
     }
 
     // Before a failed or stopped run is recorded: an apply worker still running is waited for (its

@@ -352,9 +352,15 @@ def _terminate_sync_worker_while_its_apply_worker_waits(db, fake, cluster, where
         wait_for(lambda: sync_worker_there(run), 60, "the sync worker to be " + where)
         syncer = db.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'squaresync sync'").fetchone()[0]
         db.execute("SELECT pg_terminate_backend(%s)", (syncer,))
-        for pid, who in ((applier, "the apply worker"), (syncer, "the sync worker")):
-            wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(),
-                     30, who + " to stop")
+
+        # Both leave, the apply worker first: the sync worker waits for it before it exits (and
+        # releases the run lock), so no sample finds the sync worker gone and the apply worker not.
+        def both_gone():
+            present = {r[0] for r in db.execute("SELECT pid FROM pg_stat_activity WHERE pid IN (%s, %s)",
+                                                (applier, syncer))}
+            assert not (syncer not in present and applier in present), "the sync worker left before its apply worker"
+            return not present
+        wait_for(both_gone, 30, "both workers to stop")
     finally:
         holder.rollback()
         holder.close()
@@ -410,6 +416,7 @@ def test_sigterm_of_the_sync_worker_during_its_fetch_stops_its_apply_worker_and_
     try:
         # The apply worker waits inside the catalog apply (so the catalog side was handed over, its
         # pages all staged) and the hanging search is the one transfer: the sync worker waits for it.
+        # (Each catalog-side stream of this small day has one page: none waits behind the hang.)
         run = _terminate_sync_worker_while_its_apply_worker_waits(
             db, fake, cluster, "waiting for the orders' first page",
             lambda run: fake.stats().get("faults_fired", {}).get("hang"))
@@ -489,13 +496,16 @@ def test_drop_database_during_a_run_completes_and_the_worker_leaves(cluster, fak
 
 def test_drop_database_elsewhere_does_not_wait_for_a_run_that_waits_for_square(db, fake, cluster):
     """DROP DATABASE of another database waits until every backend of the cluster has absorbed its
-    ProcSignalBarrier: a sync worker waiting for Square absorbs it at once, so the DROP returns
-    while the run still waits for its hanging request (statement_timeout: a hang guard only)."""
+    ProcSignalBarrier (PostgreSQL 15 and later): a sync worker waiting for Square absorbs it at
+    once, so the DROP returns while the run still waits for its request. The request hangs 60 s from
+    before the DROP starts, and the DROP is bounded by a 20 s statement_timeout: had the worker
+    absorbed the barrier only once the request was answered, the DROP would fail."""
+    if db.info.server_version < 150000:
+        pytest.skip("DROP DATABASE emits a ProcSignalBarrier from PostgreSQL 15 on")
     db.execute("SELECT squaresync.foundation()")
     admin = cluster.connect()
     admin.execute("DROP DATABASE IF EXISTS shopgone")
     admin.execute("CREATE DATABASE shopgone")
-    answered = fake.stats()["requests"].get("GET /v2/locations", 0)
     fake.fault(fault="hang", path="/v2/locations", delay_ms=60000)
     try:
         run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
@@ -506,7 +516,6 @@ def test_drop_database_elsewhere_does_not_wait_for_a_run_that_waits_for_square(d
         # The run was still waiting for Square when the DROP returned.
         assert db.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0] == "running"
         assert db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
-        assert fake.stats()["requests"].get("GET /v2/locations", 0) == answered, "the hanging request was answered"
         db.execute("SELECT pg_cancel_backend(%s)", (pid,))
         wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(), 30,
                  "the sync worker to exit")

@@ -63,11 +63,15 @@ TEST(WorkerThread, StopAllLetsTheRunningJobFinishAndJoins) {
     });
     started.get_future().wait();
     // What stop_all() finds as it returns: the running job finished (it waited for it).
+    std::atomic<bool> entering{false};
     auto stopping = std::async(std::launch::async, [&] {
+        entering = true;
         WorkerThread::stop_all();
         return first_finished.load();
     });
-    EXPECT_EQ(stopping.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
+    while (!entering.load()) std::this_thread::yield();
+    // However long it is given, it does not return while the job runs.
+    EXPECT_EQ(stopping.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
     release.set_value();
     EXPECT_TRUE(stopping.get());
     EXPECT_EQ(t->take_done(), std::vector<void*>{&a});
@@ -75,5 +79,4 @@ TEST(WorkerThread, StopAllLetsTheRunningJobFinishAndJoins) {
     t->submit(&b, [] {});  // nothing runs it any more
     EXPECT_TRUE(take_all(*t, 1, 20).empty());
     t.reset();  // the destructor after stop_all(): nothing left to join
-    WorkerThread::stop_all();  // and the destroyed thread is no longer listed
 }
