@@ -222,6 +222,11 @@ def worker_pid(con, timeout=30):
                              .fetchone() or [None])[0], timeout, "the sync worker")
 
 
+def wait_gone(con, pid, what, timeout=30):
+    """Waits until backend `pid` has left pg_stat_activity (`what`: for the timeout's message)."""
+    wait_for(lambda: not con.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(), timeout, what)
+
+
 def wait_crash_restart(cluster, log_start):
     """After a backend was killed: waits until the postmaster has reinitialized and accepts
     connections again (a connection made before it notices the death would be cut)."""
@@ -305,7 +310,7 @@ def test_a_canceled_or_stopped_run_is_recorded_failed_by_its_own_worker(synced, 
         if holder and not before:
             # The run's first request has arrived (so the worker is past emptying the staging
             # tables) and is answered 3 s late: the locations' page is staged after the lock.
-            wait_for(lambda: fake.stats().get("faults_fired", {}).get("delay"), 30, "the locations request")
+            wait_for(lambda: fake.fired("delay"), 30, "the locations request")
             holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
         if holder:
             wait_for(lambda: db.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
@@ -313,11 +318,9 @@ def test_a_canceled_or_stopped_run_is_recorded_failed_by_its_own_worker(synced, 
             if activity != "squaresync: waiting":
                 assert db.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0] == activity
         else:
-            wait_for(lambda: fake.stats().get("faults_fired", {}).get("hang"), 30,
-                     "the sync worker's locations request to hang")
+            wait_for(lambda: fake.fired("hang"), 30, "the sync worker's locations request to hang")
         db.execute(f"SELECT {signal_fn}(%s)", (pid,))
-        wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(), 30,
-                 "the sync worker to exit")
+        wait_gone(db, pid, "the sync worker to exit")
     finally:
         if holder:
             holder.rollback()
@@ -419,7 +422,7 @@ def test_sigterm_of_the_sync_worker_during_its_fetch_stops_its_apply_worker_and_
         # (Each catalog-side stream of this small day has one page: none waits behind the hang.)
         run = _terminate_sync_worker_while_its_apply_worker_waits(
             db, fake, cluster, "waiting for the orders' first page",
-            lambda run: fake.stats().get("faults_fired", {}).get("hang"))
+            lambda run: fake.fired("hang"))
     finally:
         fake.clear_faults()
         db.execute("ALTER SYSTEM RESET squaresync.max_concurrency")
@@ -460,12 +463,11 @@ def test_drop_extension_during_a_run_completes_and_the_worker_leaves(db, fake, c
     db.execute("SELECT squaresync.foundation(wait => false)")
     pid = worker_pid(db)
     # The worker waits for its first request: no transaction of its is open.
-    wait_for(lambda: fake.stats().get("faults_fired", {}).get("hang"), 30, "the locations request to hang")
+    wait_for(lambda: fake.fired("hang"), 30, "the locations request to hang")
     other = cluster.connect()
     other.execute("SET lock_timeout = '3s'")
     other.execute("DROP EXTENSION squaresync CASCADE")
-    wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(), 30,
-             "the worker to leave")
+    wait_gone(db, pid, "the worker to leave")
     fake.clear_faults()
     assert "terminated by signal" not in cluster.log_text()[log_start:]
     other.close()
@@ -487,8 +489,7 @@ def test_drop_database_during_a_run_completes_and_the_worker_leaves(cluster, fak
     pid = worker_pid(con)
     con.close()
     admin.execute("DROP DATABASE shopdrop WITH (FORCE)")
-    wait_for(lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(), 20,
-             "the worker to leave")
+    wait_gone(admin, pid, "the worker to leave", 20)
     fake.clear_faults()
     assert "terminated by signal" not in cluster.log_text()[log_start:]
     admin.close()
@@ -510,15 +511,14 @@ def test_drop_database_elsewhere_does_not_wait_for_a_run_that_waits_for_square(d
     try:
         run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
         pid = worker_pid(db)
-        wait_for(lambda: fake.stats().get("faults_fired", {}).get("hang"), 30, "the locations request to hang")
+        wait_for(lambda: fake.fired("hang"), 30, "the locations request to hang")
         admin.execute("SET statement_timeout = '20s'")
         admin.execute("DROP DATABASE shopgone")
         # The run was still waiting for Square when the DROP returned.
         assert db.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0] == "running"
         assert db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
         db.execute("SELECT pg_cancel_backend(%s)", (pid,))
-        wait_for(lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(), 30,
-                 "the sync worker to exit")
+        wait_gone(db, pid, "the sync worker to exit")
     finally:
         fake.clear_faults()
         admin.close()

@@ -181,7 +181,7 @@ def test_waiting_for_a_run_keeps_the_callers_memory_flat(db, fake, cluster):
         return int(m.group(1))
 
     try:
-        wait_for(lambda: fake.stats().get("faults_fired", {}).get("hang"), 30, "the run's locations request to hang")
+        wait_for(lambda: fake.fired("hang"), 30, "the run's locations request to hang")
         time.sleep(1.0)  # ~10 polls first, so that the first sample finds the caller's caches loaded
         # The least of three samples: one taken while a poll's query runs holds that query's memory.
         first = min(memory() for _ in range(3))

@@ -64,6 +64,10 @@ class FakeSquare:
     def stats(self):
         return self._call("GET", "/__fake__/stats")
 
+    def fired(self, fault):
+        """How many requests an armed `fault` (e.g. "hang") has taken since the last reset."""
+        return self.stats().get("faults_fired", {}).get(fault, 0)
+
     def snapshot(self):
         return self._call("GET", "/__fake__/snapshot")
 
