@@ -83,7 +83,8 @@ def main():
                     for k, v in got.items()), flush=True)
         for b in builds:
             print(f"build {b} ({builds[b]}), medians: " + ", ".join(
-                f"{k} {statistics.median(v):.3f}" for k, v in res[b].items()))
+                f"{k} {statistics.median(v):.3f}" if k in FIGURES else f"{k} {statistics.median(v):g}"
+                for k, v in res[b].items()))
     finally:
         if fake:
             fake.stop()

@@ -5,7 +5,6 @@
 
 #include "streams.hpp"
 
-#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <set>
@@ -44,13 +43,10 @@ struct StreamFetch::Spec {
     bool catalog_latest_time = false; // catalog: the first page's latest_time is the watermark
     // Set: an incremental read lists entries first ({"return_entries": true}: each object's id and
     // version, under entries_key) and fetches whole only the objects the sink does not hold at that
-    // version, max at a time from path ({ids_key: [...]}, answered under list_key). A PerLocation
-    // stream's listing of entries names up to `locations` locations at once (their entries are a
-    // few kilobytes: one request instead of one per location).
+    // version, max at a time from path ({ids_key: [...]}, answered under list_key).
     struct Batch {
         std::string path, ids_key, entries_key, entry_id_key;
         std::size_t max = 0;
-        std::size_t locations = 1;
     } batch;
     // The query string (GET) or body (POST) of the first request; begin is the watermark less the
     // overlap, or nullopt on a full read.
@@ -95,7 +91,7 @@ const std::vector<StreamFetch::Spec>& specs() {
         v.push_back({"orders", "POST", "/v2/orders/search", "orders", S::PerLocation, true, true,
                      {{"", "orders", {"order_line_items", "order_fulfillments", "order_refunds", "order_returns", "tenders"}}},
                      "updated_at", false,
-                     {"/v2/orders/batch-retrieve", "order_ids", "order_entries", "order_id", 100, 10},
+                     {"/v2/orders/batch-retrieve", "order_ids", "order_entries", "order_id", 100},
                      [](const std::optional<std::string>& begin, const std::vector<std::string>& locations) {
                          json b = {{"location_ids", locations},
                                    {"limit", 1000},
@@ -188,14 +184,16 @@ struct StreamFetch::Walk : PageWalk {
 
     std::string label() const {
         std::string l = owner.name_;
-        if (owner.spec_->scope == Spec::PerLocation) {
-            l += " at ";
-            for (std::size_t i = 0; i < locations.size(); ++i) l += (i ? "," : "") + locations[i];
-        }
+        if (owner.spec_->scope == Spec::PerLocation) l += " at " + locations.at(0);
         return l + " page " + std::to_string(page + 1);
     }
 
-    std::optional<std::string> begin() const { return owner.begin(); }
+    // The watermark less the overlap; nullopt on a full read (or an unusable watermark).
+    std::optional<std::string> begin() const {
+        if (!owner.options_.full && owner.options_.watermark)
+            if (auto wm = parse_rfc3339(*owner.options_.watermark)) return format_rfc3339(*wm - owner.options_.overlap_us);
+        return std::nullopt;
+    }
 
     HttpRequest request(const std::optional<std::string>& cursor) {
         const Spec& s = *owner.spec_;
@@ -228,7 +226,7 @@ struct StreamFetch::Walk : PageWalk {
         const Spec::Batch& b = owner.spec_->batch;
         const std::size_t n = std::min(to_fetch.size(), b.max);
         json body = {{b.ids_key, std::vector<std::string>(to_fetch.begin(), to_fetch.begin() + n)}};
-        if (owner.spec_->scope == Spec::PerLocation && locations.size() == 1) body["location_id"] = locations.at(0);
+        if (owner.spec_->scope == Spec::PerLocation) body["location_id"] = locations.at(0);
         to_fetch.erase(to_fetch.begin(), to_fetch.begin() + n);
         HttpRequest r;
         r.method = "POST";
@@ -251,7 +249,7 @@ struct StreamFetch::Walk : PageWalk {
     HttpRequest first() override {
         page = 0;
         seen_cursors.clear();
-        entries_mode = owner.lists_entries();
+        entries_mode = owner.options_.entries_first && owner.spec_->batch.max > 0 && begin().has_value();
         to_fetch.clear();
         next_cursor.reset();
         batch_pending = false;
@@ -468,29 +466,13 @@ std::vector<PageWalk*> StreamFetch::walks() {
     const auto& locs = options_.location_ids;
     switch (spec_->scope) {
         case Spec::Once: walks_.push_back(std::make_unique<Walk>(*this, locs)); break;
-        case Spec::PerLocation: {
-            // One walk per location, so that the page chains of different locations overlap; a
-            // listing of entries names several (Spec::Batch::locations).
-            const std::size_t per = lists_entries() ? std::max<std::size_t>(spec_->batch.locations, 1) : 1;
-            for (std::size_t i = 0; i < locs.size(); i += per)
-                walks_.push_back(std::make_unique<Walk>(
-                    *this, std::vector<std::string>(locs.begin() + i, locs.begin() + std::min(locs.size(), i + per))));
+        case Spec::PerLocation:
+            for (const auto& l : locs) walks_.push_back(std::make_unique<Walk>(*this, std::vector<std::string>{l}));
             break;
-        }
     }
     std::vector<PageWalk*> out;
     for (auto& w : walks_) out.push_back(w.get());
     return out;
-}
-
-std::optional<std::string> StreamFetch::begin() const {
-    if (!options_.full && options_.watermark)
-        if (auto wm = parse_rfc3339(*options_.watermark)) return format_rfc3339(*wm - options_.overlap_us);
-    return std::nullopt;
-}
-
-bool StreamFetch::lists_entries() const {
-    return options_.entries_first && spec_->batch.max > 0 && begin().has_value();
 }
 
 void StreamFetch::walk_ended() {

@@ -85,8 +85,7 @@ public:
     StreamFetch& operator=(const StreamFetch&) = delete;
 
     const std::string& name() const { return name_; }
-    // The page walks to run (one, or one per location, or per group of locations when the read
-    // lists entries: Spec::Batch::locations). Owned here.
+    // The page walks to run (one, or one per location or chunk of 10 locations). Owned here.
     std::vector<PageWalk*> walks();
     // Walks whose cursor expired (INVALID_CURSOR); each restarts from the watermark when run again.
     std::vector<PageWalk*> take_restarts();
@@ -122,10 +121,6 @@ private:
     std::int64_t rows_ = 0;
     std::size_t walks_ended_ = 0;
     void walk_ended();
-    // The watermark less the overlap; nullopt on a full read (or an unusable watermark).
-    std::optional<std::string> begin() const;
-    // This read lists entries first (StreamOptions::entries_first, a stream that can, a watermark).
-    bool lists_entries() const;
 };
 
 // Square's error envelope {"errors":[{"category","code","detail","field"}]}: "CODE: detail", or "".

@@ -742,35 +742,6 @@ TEST(StreamEntries, AFullReadOrAStreamWithoutBatchesListsWholeObjects) {
     EXPECT_FALSE(json::parse(catalog.walks().at(0)->first().body).contains("return_entries"));
 }
 
-// A listing of entries names up to 10 locations (SearchOrders' limit): 12 locations are 2 walks, and
-// their batches by id name no location; a full read still walks each location on its own.
-TEST(StreamEntries, AListingOfEntriesNamesUpToTenLocationsAndItsBatchesNone) {
-    std::vector<std::string> locs;
-    for (int i = 1; i <= 12; ++i) locs.push_back("L" + std::to_string(i));
-    RecordingSink sink;
-    StreamFetch f("orders", entries_first(locs), sink);
-    auto walks = f.walks();
-    ASSERT_EQ(walks.size(), 2u);
-    const HttpRequest r = walks.at(0)->first();
-    EXPECT_EQ(json::parse(r.body)["location_ids"],
-              json(std::vector<std::string>(locs.begin(), locs.begin() + 10)));
-    EXPECT_EQ(r.label, "orders at L1,L2,L3,L4,L5,L6,L7,L8,L9,L10 page 1");
-    EXPECT_EQ(json::parse(walks.at(1)->first().body)["location_ids"], json({"L11", "L12"}));
-    auto next = deliver(walks.at(0), page({{"order_entries", {entry("O1", 1)}}}));
-    ASSERT_TRUE(next);
-    EXPECT_EQ(next->target, "/v2/orders/batch-retrieve");
-    EXPECT_EQ(json::parse(next->body), (json{{"order_ids", {"O1"}}}));
-
-    RecordingSink sink2;
-    StreamOptions o = full(locs);
-    o.entries_first = true;
-    StreamFetch whole("orders", o, sink2);
-    EXPECT_EQ(whole.walks().size(), 12u);
-    // Inventory has no entries: one walk per location from a watermark too.
-    StreamFetch inventory("inventory", entries_first(locs), sink2);
-    EXPECT_EQ(inventory.walks().size(), 12u);
-}
-
 TEST(StreamEntries, MalformedEntriesAreRetryableAndNameThePage) {
     for (const char* body : {R"({"order_entries": {"order_id": "O1"}})", R"({"order_entries": [{"version": 1}]})"}) {
         RecordingSink sink;
