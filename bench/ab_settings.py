@@ -60,7 +60,7 @@ def main():
         for r in range(a.rounds):
             for v in values:
                 con = cluster.connect()
-                con.execute(f"ALTER SYSTEM SET {name} = %s" % bench_literal(v))
+                con.execute(f"ALTER SYSTEM SET {name} = '" + v.replace("'", "''") + "'")
                 con.close()
                 cluster.restart()
                 s1 = foundation(cluster, "seedref", seed)
@@ -79,10 +79,6 @@ def main():
         for f in fakes:
             f.stop()
         cluster.destroy()
-
-
-def bench_literal(v):
-    return "'" + v.replace("'", "''") + "'"
 
 
 if __name__ == "__main__":

@@ -32,6 +32,16 @@ struct StreamAbandoned : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// Locks the stream's row and says whether it is still 'running', inside the caller's transaction: a
+// later run marks the streams of a run whose sync worker died as failed (fail_stale_runs) before it
+// empties the staging tables, so either the caller sees that and leaves the stream alone, or that
+// run waits until the caller commits.
+bool lock_running_stream(const StreamApply& a) {
+    auto st = spi_exec("SELECT status FROM squaresync.sync_run_streams WHERE run_id = $1::bigint AND stream = $2"
+                       " FOR UPDATE", {str(a.run_id), a.stream});
+    return !st.rows.empty() && st.at(0, 0) == std::string("running");
+}
+
 }  // namespace
 
 void report_activity(const std::string& what) {
@@ -58,12 +68,7 @@ ApplyOutcome apply_stream(const StreamApply& a) {
     const auto t0 = std::chrono::steady_clock::now();
     try {
         in_transaction([&] {
-            // The stream's row, locked first: a later run marks the streams of a run whose sync
-            // worker died as failed (fail_stale_runs) before it empties the staging tables, so
-            // either this sees that and stops, or that run waits until this commits.
-            auto st = spi_exec("SELECT status FROM squaresync.sync_run_streams WHERE run_id = $1::bigint AND stream = $2"
-                               " FOR UPDATE", {str(a.run_id), a.stream});
-            if (st.rows.empty() || st.at(0, 0) != std::string("running"))
+            if (!lock_running_stream(a))
                 throw StreamAbandoned("run " + str(a.run_id) + " was marked failed by a later run before " + a.stream +
                                       " was applied; that run fetches it again");
             spi_exec("SELECT set_config('lock_timeout', $1, true)", {str(Settings::lock_timeout_ms)});
@@ -113,11 +118,9 @@ bool derived_done(std::int64_t run_id) {
 
 void record_stream_failure(const StreamApply& a, const ApplyOutcome& why) {
     in_transaction([&] {
-        // As apply_stream: a stream a later run has already marked failed is left alone (that run
-        // may have staged pages of its own since).
-        auto st = spi_exec("SELECT status FROM squaresync.sync_run_streams WHERE run_id = $1::bigint AND stream = $2"
-                           " FOR UPDATE", {str(a.run_id), a.stream});
-        if (st.rows.empty() || st.at(0, 0) != std::string("running")) return;
+        // A stream a later run has already marked failed is left alone (that run may have staged
+        // pages of its own since).
+        if (!lock_running_stream(a)) return;
         spi_exec("UPDATE squaresync.sync_run_streams SET status = 'failed', error = $3, error_code = $4,"
                  " pages = $5::int, rows_staged = $6::bigint WHERE run_id = $1::bigint AND stream = $2",
                  {str(a.run_id), a.stream, why.error, why.code, str(a.pages), str(a.rows)});

@@ -353,7 +353,7 @@ def _terminate_sync_worker_while_its_apply_worker_waits(db, fake, cluster, where
                                                " AND wait_event_type = 'Lock'").fetchone() or [None])[0],
                            60, "the apply worker to wait inside the catalog apply")
         wait_for(lambda: sync_worker_there(run), 60, "the sync worker to be " + where)
-        syncer = db.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'squaresync sync'").fetchone()[0]
+        syncer = worker_pid(db)
         db.execute("SELECT pg_terminate_backend(%s)", (syncer,))
 
         # Both leave, the apply worker first: the sync worker waits for it before it exits (and
