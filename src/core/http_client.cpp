@@ -238,6 +238,7 @@ struct HttpClient::Impl {
         enum class State { Ready, InFlight, Waiting, Preparing, Done };
         Impl* impl = nullptr;
         PageWalk* walk = nullptr;
+        const Walk* spawned_by = nullptr;  // the walk whose page started this one (take_spawned)
         HttpRequest req;
         int attempt = 0;  // attempts sent for req
         State state = State::Ready;
@@ -766,7 +767,26 @@ struct HttpClient::Impl {
         } else {
             w.state = Walk::State::Done;
         }
+        adopt(w, w.walk->take_spawned());
         return {};
+    }
+
+    // Walks w's page started join the run right after w and the walks it started before them: they
+    // are started before the walks behind w, and in the order they were started.
+    void adopt(Walk& w, const std::vector<PageWalk*>& spawned) {
+        if (spawned.empty()) return;
+        auto at = walks->begin();
+        for (auto it = walks->begin(); it != walks->end(); ++it)
+            if (it->get() == &w || (*it)->spawned_by == &w) at = it + 1;
+        for (PageWalk* p : spawned) {
+            if (!p) continue;
+            auto n = std::make_unique<Walk>();
+            n->impl = this;
+            n->walk = p;
+            n->spawned_by = &w;
+            n->req = p->first();
+            at = walks->insert(at, std::move(n)) + 1;
+        }
     }
 
     // ---- the loop -----------------------------------------------------------------------------

@@ -106,7 +106,7 @@ struct HttpStats {
 
 // One paginated listing: a chain of dependent requests. The client sends first(), gives each
 // successful (2xx) response to prepare() and then to on_page(), which returns the next request (the
-// cursor's) or nullopt when the walk is done. A walk whose request fails for good gets on_failure()
+// cursor's) or nullopt when the walk is done; a page may also start other walks (take_spawned). A walk whose request fails for good gets on_failure()
 // and stops; the other walks go on, except after 401 (every walk is failed) or an abort (run()
 // throws).
 class PageWalk {
@@ -121,6 +121,10 @@ public:
     // On the thread that called run(), after prepare() of the same response.
     virtual std::optional<HttpRequest> on_page(HttpResponse&& response) = 0;
     virtual void on_failure(const HttpError& error) = 0;
+    // The walks this one started from the page on_page() just took (a listing's page of ids, whose
+    // objects are fetched by id): asked once after each on_page(), they join the run at once, ahead
+    // of the walks not yet started after this one, and run beside it. Owned by the caller.
+    virtual std::vector<PageWalk*> take_spawned() { return {}; }
 };
 
 class HttpClient {
@@ -130,8 +134,8 @@ public:
     HttpClient(const HttpClient&) = delete;
     HttpClient& operator=(const HttpClient&) = delete;
 
-    // Runs the walks to completion, at most max_concurrency transfers in flight, each walk
-    // sequential. Returns when every walk has finished or failed. Throws HttpError{Aborted} when
+    // Runs the walks to completion (and those they spawn), at most max_concurrency transfers in
+    // flight, each walk sequential. Returns when every walk has finished or failed. Throws HttpError{Aborted} when
     // should_abort() says so; exceptions other than RetryableResponseError thrown by on_page fail
     // that walk (on_failure is not called for them: they are rethrown from run() after all
     // transfers are stopped). Not reentrant: run()/perform() from inside a walk callback throws

@@ -1,13 +1,16 @@
 // streams.cpp: the eight streams as data, and the one page walk that fetches any of them: build the
 // request from the watermark, follow cursors to the end (a repeated cursor is an error, an expired
-// one restarts the walk), map each page to rows, track the next watermark from Square's own data.
+// one restarts the walk), map each page to rows, track the next watermark from Square's own data;
+// a listing of entries starts a walk for each batch of objects to fetch by id.
 #include "cpp_only.hpp"
 
 #include "streams.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <set>
+#include <utility>
 
 #include "copy_text.hpp"
 #include "time_util.hpp"
@@ -34,7 +37,8 @@ struct StreamFetch::Spec {
     std::string path;                 // "{location_id}" is replaced per location
     std::string list_key;             // the response's array of objects
     // Once: one listing; PerLocation: one listing per location, so the page chains of different
-    // locations overlap (SearchOrders takes up to 10 location ids: one is within its limit).
+    // locations overlap (SearchOrders takes up to 10 location ids: one is within its limit), or per
+    // group of Batch::locations when the read lists entries.
     enum Scope { Once, PerLocation } scope;
     bool body_cursor;                 // cursor in the JSON body (POST) or the query (GET)
     bool paged;
@@ -43,10 +47,14 @@ struct StreamFetch::Spec {
     bool catalog_latest_time = false; // catalog: the first page's latest_time is the watermark
     // Set: an incremental read lists entries first ({"return_entries": true}: each object's id and
     // version, under entries_key) and fetches whole only the objects the sink does not hold at that
-    // version, max at a time from path ({ids_key: [...]}, answered under list_key).
+    // version, max at a time from path ({ids_key: [...]}, answered under list_key), each batch a
+    // walk of its own started by the listing's page (take_spawned), so that they overlap. A
+    // PerLocation stream's listing of entries names up to `locations` locations at once (their
+    // entries are a few kilobytes: one request instead of one per location).
     struct Batch {
         std::string path, ids_key, entries_key, entry_id_key;
         std::size_t max = 0;
+        std::size_t locations = 1;
     } batch;
     // The query string (GET) or body (POST) of the first request; begin is the watermark less the
     // overlap, or nullopt on a full read.
@@ -91,7 +99,7 @@ const std::vector<StreamFetch::Spec>& specs() {
         v.push_back({"orders", "POST", "/v2/orders/search", "orders", S::PerLocation, true, true,
                      {{"", "orders", {"order_line_items", "order_fulfillments", "order_refunds", "order_returns", "tenders"}}},
                      "updated_at", false,
-                     {"/v2/orders/batch-retrieve", "order_ids", "order_entries", "order_id", 100},
+                     {"/v2/orders/batch-retrieve", "order_ids", "order_entries", "order_id", 100, 10},
                      [](const std::optional<std::string>& begin, const std::vector<std::string>& locations) {
                          json b = {{"location_ids", locations},
                                    {"limit", 1000},
@@ -155,18 +163,19 @@ std::vector<std::string> stream_tables(const std::string& stream) {
     return t;
 }
 
-// One paginated listing of a stream (for one location, a chunk of locations, or all).
+// One paginated listing of a stream (for one location, a group of locations, or all), or one
+// batch of objects fetched by id that a listing of entries started.
 struct StreamFetch::Walk : PageWalk {
     StreamFetch& owner;
     std::vector<std::string> locations;
     std::set<std::string> seen_cursors;
     int page = 0;
     // Entries mode (Spec::batch, an incremental read): the listing's pages name objects; those the
-    // sink does not hold are fetched by id, in batches, before the listing's next page.
+    // sink does not hold are fetched by id, a batch walk for each Spec::Batch::max of them, which
+    // run beside the listing's next pages.
     bool entries_mode = false;
-    std::vector<std::string> to_fetch;       // listed, not held, not yet requested
-    std::optional<std::string> next_cursor;  // the listing's cursor, once to_fetch is empty
-    bool batch_pending = false;              // the request in flight is a batch by id
+    std::vector<std::string> batch_ids;  // set: this walk is one batch by id, a single request
+    std::vector<PageWalk*> spawned;      // batch walks started by the last page, for the client
     struct Mappers {
         std::string type;
         TableMapper object;
@@ -174,7 +183,8 @@ struct StreamFetch::Walk : PageWalk {
     };
     std::vector<Mappers> mappers;
 
-    Walk(StreamFetch& o, std::vector<std::string> locs) : owner(o), locations(std::move(locs)) {
+    Walk(StreamFetch& o, std::vector<std::string> locs, std::vector<std::string> ids = {}, int listing_page = 0)
+        : owner(o), locations(std::move(locs)), page(listing_page), batch_ids(std::move(ids)) {
         for (const auto& r : owner.spec_->routes) {
             Mappers m{r.type, TableMapper(table_def(r.table)), {}};
             for (const auto& c : r.children) m.children.emplace_back(table_def(c));
@@ -182,18 +192,20 @@ struct StreamFetch::Walk : PageWalk {
         }
     }
 
+    bool is_batch() const { return !batch_ids.empty(); }
+
     std::string label() const {
         std::string l = owner.name_;
-        if (owner.spec_->scope == Spec::PerLocation) l += " at " + locations.at(0);
-        return l + " page " + std::to_string(page + 1);
+        if (owner.spec_->scope == Spec::PerLocation) {
+            l += " at " + locations.at(0);
+            if (locations.size() > 1) l += " and " + std::to_string(locations.size() - 1) + " more locations";
+        }
+        l += " page " + std::to_string(page + 1);
+        if (is_batch()) l += ", " + std::to_string(batch_ids.size()) + " changed by id";
+        return l;
     }
 
-    // The watermark less the overlap; nullopt on a full read (or an unusable watermark).
-    std::optional<std::string> begin() const {
-        if (!owner.options_.full && owner.options_.watermark)
-            if (auto wm = parse_rfc3339(*owner.options_.watermark)) return format_rfc3339(*wm - owner.options_.overlap_us);
-        return std::nullopt;
-    }
+    std::optional<std::string> begin() const { return owner.begin(); }
 
     HttpRequest request(const std::optional<std::string>& cursor) {
         const Spec& s = *owner.spec_;
@@ -221,40 +233,28 @@ struct StreamFetch::Walk : PageWalk {
         return r;
     }
 
-    // The next batch of listed objects to fetch whole, by id.
-    HttpRequest batch_request() {
+    // A batch walk's one request: its objects by id (and the location, when it has one).
+    HttpRequest batch_request() const {
         const Spec::Batch& b = owner.spec_->batch;
-        const std::size_t n = std::min(to_fetch.size(), b.max);
-        json body = {{b.ids_key, std::vector<std::string>(to_fetch.begin(), to_fetch.begin() + n)}};
-        if (owner.spec_->scope == Spec::PerLocation) body["location_id"] = locations.at(0);
-        to_fetch.erase(to_fetch.begin(), to_fetch.begin() + n);
+        json body = {{b.ids_key, batch_ids}};
+        if (owner.spec_->scope == Spec::PerLocation && locations.size() == 1) body["location_id"] = locations.at(0);
         HttpRequest r;
         r.method = "POST";
         r.target = b.path;
         r.body = body.dump();
-        r.label = label() + ", " + std::to_string(n) + " changed by id";
-        batch_pending = true;
+        r.label = label();
         return r;
     }
 
-    // In entries mode: the pending batches, then the listing's next page, then the end.
-    std::optional<HttpRequest> next_request() {
-        if (!to_fetch.empty()) return batch_request();
-        if (!next_cursor) return std::nullopt;
-        const std::string c = *next_cursor;
-        next_cursor.reset();
-        return request(c);
-    }
-
     HttpRequest first() override {
+        if (is_batch()) return batch_request();
         page = 0;
         seen_cursors.clear();
-        entries_mode = owner.options_.entries_first && owner.spec_->batch.max > 0 && begin().has_value();
-        to_fetch.clear();
-        next_cursor.reset();
-        batch_pending = false;
+        entries_mode = owner.lists_entries();
         return request(std::nullopt);
     }
+
+    std::vector<PageWalk*> take_spawned() override { return std::exchange(spawned, {}); }
 
     // What prepare() made of a page, for on_page(): rows, the cursor, the greatest watermark seen,
     // or Square's error.
@@ -293,7 +293,7 @@ struct StreamFetch::Walk : PageWalk {
             return;
         }
 
-        if (entries_mode && !batch_pending) {
+        if (entries_mode) {
             prepare_entries(body, p);
             prepared = std::move(p);
             return;
@@ -401,8 +401,12 @@ struct StreamFetch::Walk : PageWalk {
         owner.sink_.progress(owner.name_ + " page " + std::to_string(owner.pages_));
         try {
             if (p.entries) {
-                for (auto& id : owner.sink_.not_held(owner.name_, p.entry_ids, p.entry_versions))
-                    to_fetch.push_back(std::move(id));
+                const auto ids = owner.sink_.not_held(owner.name_, p.entry_ids, p.entry_versions);
+                const std::size_t max = owner.spec_->batch.max;
+                for (std::size_t i = 0; i < ids.size(); i += max)
+                    spawned.push_back(owner.add_walk(std::make_unique<Walk>(
+                        owner, locations,
+                        std::vector<std::string>(ids.begin() + i, ids.begin() + std::min(ids.size(), i + max)), page)));
             } else {
                 owner.rows_ += owner.sink_.stage(owner.name_, p.batches);
             }
@@ -414,12 +418,7 @@ struct StreamFetch::Walk : PageWalk {
             owner.fail("could not stage " + label() + ": " + e.what(), "STAGING_FAILED");
             return std::nullopt;
         }
-        if (batch_pending) {
-            batch_pending = false;
-            return next_request();
-        }
-
-        if (!p.cursor) return entries_mode ? next_request() : std::nullopt;
+        if (is_batch() || !p.cursor) return std::nullopt;
         if (!seen_cursors.insert(*p.cursor).second) {
             owner.fail("Square returned the same page cursor twice for " + label() +
                            "; stopped instead of looping (the stream was not applied; the next run retries it)",
@@ -427,17 +426,13 @@ struct StreamFetch::Walk : PageWalk {
             return std::nullopt;
         }
         ++page;
-        if (entries_mode) {
-            next_cursor = *p.cursor;
-            return next_request();
-        }
         return request(*p.cursor);
     }
 
     void on_failure(const HttpError& error) override {
         std::string code;
         const std::string summary = square_error_summary(error.body, &code);
-        if (code == "INVALID_CURSOR" && page > 0) {
+        if (code == "INVALID_CURSOR" && page > 0 && !is_batch()) {
             owner.restarts_.push_back(this);
             return;
         }
@@ -466,13 +461,34 @@ std::vector<PageWalk*> StreamFetch::walks() {
     const auto& locs = options_.location_ids;
     switch (spec_->scope) {
         case Spec::Once: walks_.push_back(std::make_unique<Walk>(*this, locs)); break;
-        case Spec::PerLocation:
-            for (const auto& l : locs) walks_.push_back(std::make_unique<Walk>(*this, std::vector<std::string>{l}));
+        case Spec::PerLocation: {
+            // One walk per location, so that the page chains of different locations overlap; a
+            // listing of entries names several (Spec::Batch::locations).
+            const std::size_t per = lists_entries() ? std::max<std::size_t>(spec_->batch.locations, 1) : 1;
+            for (std::size_t i = 0; i < locs.size(); i += per)
+                walks_.push_back(std::make_unique<Walk>(
+                    *this, std::vector<std::string>(locs.begin() + i, locs.begin() + std::min(locs.size(), i + per))));
             break;
+        }
     }
     std::vector<PageWalk*> out;
     for (auto& w : walks_) out.push_back(w.get());
     return out;
+}
+
+std::optional<std::string> StreamFetch::begin() const {
+    if (!options_.full && options_.watermark)
+        if (auto wm = parse_rfc3339(*options_.watermark)) return format_rfc3339(*wm - options_.overlap_us);
+    return std::nullopt;
+}
+
+bool StreamFetch::lists_entries() const {
+    return options_.entries_first && spec_->batch.max > 0 && begin().has_value();
+}
+
+PageWalk* StreamFetch::add_walk(std::unique_ptr<Walk> w) {
+    walks_.push_back(std::move(w));
+    return walks_.back().get();
 }
 
 void StreamFetch::walk_ended() {

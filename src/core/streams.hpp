@@ -85,7 +85,8 @@ public:
     StreamFetch& operator=(const StreamFetch&) = delete;
 
     const std::string& name() const { return name_; }
-    // The page walks to run (one, or one per location or chunk of 10 locations). Owned here.
+    // The page walks to run (one, or one per location, or per group of locations when the read
+    // lists entries: Spec::Batch::locations). Owned here, as are the batch walks they start.
     std::vector<PageWalk*> walks();
     // Walks whose cursor expired (INVALID_CURSOR); each restarts from the watermark when run again.
     std::vector<PageWalk*> take_restarts();
@@ -100,7 +101,8 @@ public:
     std::optional<std::string> next_watermark() const;
     int pages() const { return pages_; }
     std::int64_t rows() const { return rows_; }  // rows staged (what the sink took)
-    // Every walk has ended: the stream is fetched (or failed), and the sink was told.
+    // Every walk (batches started by a listing included) has ended: the stream is fetched (or
+    // failed), and the sink was told.
     bool done() const { return !walks_.empty() && walks_ended_ == walks_.size(); }
 
     struct Walk;
@@ -121,6 +123,11 @@ private:
     std::int64_t rows_ = 0;
     std::size_t walks_ended_ = 0;
     void walk_ended();
+    PageWalk* add_walk(std::unique_ptr<Walk> w);  // a batch walk a listing started
+    // The watermark less the overlap; nullopt on a full read (or an unusable watermark).
+    std::optional<std::string> begin() const;
+    // This read lists entries first (StreamOptions::entries_first, a stream that can, a watermark).
+    bool lists_entries() const;
 };
 
 // Square's error envelope {"errors":[{"category","code","detail","field"}]}: "CODE: detail", or "".

@@ -23,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "http_client.hpp"
@@ -703,6 +704,71 @@ TEST(HttpClient, OtherExceptionsFromOnPageAreRethrownAfterStoppingTransfers) {
     EXPECT_EQ(peer.stats()["hangs_answered"], 0);  // rethrown without waiting for the slow transfer
     EXPECT_FALSE(slow.failure.has_value());  // on_failure is not called for the others
     EXPECT_EQ(client.perform(get("/echo")).status, 200);
+}
+
+// A paging walk whose every page starts walks of its own (take_spawned): one request each, for
+// the given targets; every page handled, by any walk, is appended to `order`.
+struct SpawningWalk : PagingWalk {
+    std::vector<std::string>& order;
+    std::function<std::vector<std::string>(int page)> targets;
+    std::vector<std::unique_ptr<FnWalk>> children;
+    std::vector<PageWalk*> started;
+    SpawningWalk(std::string k, int pages, std::vector<std::string>& o, std::function<std::vector<std::string>(int)> t)
+        : PagingWalk(std::move(k), pages), order(o), targets(std::move(t)) {}
+    std::optional<HttpRequest> on_page(HttpResponse&& r) override {
+        auto next = PagingWalk::on_page(std::move(r));
+        order.push_back(ids.back());
+        for (const auto& target : targets(static_cast<int>(ids.size()) - 1)) {
+            children.push_back(std::make_unique<FnWalk>(get(target, target)));
+            auto* c = children.back().get();
+            c->check = [this, target](const HttpResponse&) { order.push_back(target); };
+            started.push_back(c);
+        }
+        return next;
+    }
+    std::vector<PageWalk*> take_spawned() override { return std::exchange(started, {}); }
+};
+
+TEST(HttpClient, SpawnedWalksRunAheadOfTheWalksBehindTheirParentInTheOrderStarted) {
+    Peer peer;
+    HttpConfig c = config_for(peer);
+    c.max_concurrency = 1;             // one transfer at a time: the order the client picks is the order seen
+    c.prepare_in_background = false;  // each page handled as it arrives
+    HttpClient client(c);
+    std::vector<std::string> order;
+    SpawningWalk parent("p", 2, order, [](int page) {
+        const std::string k = "c" + std::to_string(page);
+        return std::vector<std::string>{"/page?n=1&key=" + k + "a", "/page?n=1&key=" + k + "b"};
+    });
+    PagingWalk behind("z", 1);
+    client.run({&parent, &behind});
+    EXPECT_EQ(order, (std::vector<std::string>{"p-0", "p-1", "/page?n=1&key=c0a", "/page?n=1&key=c0b",
+                                               "/page?n=1&key=c1a", "/page?n=1&key=c1b"}));
+    EXPECT_EQ(behind.ids, (std::vector<std::string>{"z-0"}));
+    EXPECT_EQ(client.stats().requests, 7u);
+    EXPECT_EQ(peer.stats()["requests"], 7);
+}
+
+TEST(HttpClient, SpawnedWalksOverlapAndFailOnTheirOwn) {
+    Peer peer;
+    HttpClient client(config_for(peer));  // 4 in flight, pages prepared on the helper thread
+    std::vector<std::string> order;
+    SpawningWalk parent("p", 1, order, [](int) {
+        return std::vector<std::string>{"/page?n=1&ms=150&key=a", "/page?n=1&ms=150&key=b",
+                                        "/page?n=1&ms=150&key=c", "/status/404"};
+    });
+    client.run({&parent});
+    ASSERT_EQ(parent.children.size(), 4u);
+    for (int i = 0; i < 3; ++i) {
+        EXPECT_FALSE(parent.children[i]->failure.has_value()) << i;
+        EXPECT_EQ(parent.children[i]->responses.size(), 1u) << i;
+    }
+    ASSERT_TRUE(parent.children[3]->failure.has_value());
+    EXPECT_EQ(parent.children[3]->failure->status, 404);
+    EXPECT_FALSE(parent.failure.has_value());
+    const json s = peer.stats();
+    EXPECT_EQ(s["requests"], 5);
+    EXPECT_GT(s["max_concurrent"].get<int>(), 1) << s.dump();
 }
 
 TEST(HttpClient, NestedRunFromOnPageIsRejected) {

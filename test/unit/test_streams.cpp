@@ -4,7 +4,8 @@
 // repeated cursors, malformed and wrong-shaped pages, Square's error envelope, INVALID_CURSOR
 // restarts, failure codes, the rows handed to the sink, page/row counts, the next watermark, sink
 // failures and RunAbort, when a stream is done (every walk ended), entries first (ids and versions
-// listed, then only what the sink does not hold fetched by id); square_error_summary and url_encode directly.
+// listed, then only what the sink does not hold fetched by id, in batch walks the listing starts; a
+// listing per 10 locations); square_error_summary and url_encode directly.
 #include "cpp_only.hpp"
 
 #include <gtest/gtest.h>
@@ -667,7 +668,7 @@ TEST(StreamEntries, TheListingAsksForEntriesAndNothingElseChanges) {
     EXPECT_EQ(a, b);
 }
 
-TEST(StreamEntries, OnlyWhatIsNotHeldIsFetchedByIdThenTheListingGoesOn) {
+TEST(StreamEntries, OnlyWhatIsNotHeldIsFetchedByIdBesideTheListing) {
     RecordingSink sink;
     sink.held = {{"O1", 3}, {"O2", 1}};
     StreamFetch f("orders", entries_first({"L1"}), sink);
@@ -676,25 +677,36 @@ TEST(StreamEntries, OnlyWhatIsNotHeldIsFetchedByIdThenTheListingGoesOn) {
     // O1 held at that version; O2 held at an older one; O3 new; O4 has no version.
     auto next = deliver(w, page({{"order_entries", {entry("O1", 3), entry("O2", 2), entry("O3", 1), entry("O4", std::nullopt)}},
                                  {"cursor", "c1"}}));
-    ASSERT_TRUE(next);
     EXPECT_EQ(sink.asked.size(), 4u);
     EXPECT_EQ(sink.asked[3], (std::pair<std::string, std::optional<std::int64_t>>{"O4", std::nullopt}));
-    EXPECT_EQ(next->method, "POST");
-    EXPECT_EQ(next->target, "/v2/orders/batch-retrieve");
-    EXPECT_EQ(json::parse(next->body), (json{{"order_ids", {"O2", "O3", "O4"}}, {"location_id", "L1"}}));
     EXPECT_TRUE(sink.staged.empty());  // entries are not rows
-    // The batch's orders are staged; then the listing's next page (its cursor, still entries).
-    next = deliver(w, page({{"orders", {order("O2", "2024-03-05T09:07:00Z"), order("O3", "2024-03-05T09:08:00Z"),
-                                         order("O4", "2024-03-05T09:06:00Z")}}}));
+    // The listing goes on at once (its cursor, still entries)...
     ASSERT_TRUE(next);
     EXPECT_EQ(next->target, "/v2/orders/search");
     json b = json::parse(next->body);
     EXPECT_EQ(b["cursor"], "c1");
     EXPECT_EQ(b["return_entries"], true);
-    EXPECT_EQ(sink.column("orders", "id"), (std::vector<std::optional<std::string>>{"O2", "O3", "O4"}));
-    // A last page of entries, all held: the walk ends.
+    // ...and the page started one batch walk for what is not held: one request by id.
+    auto batches = w->take_spawned();
+    ASSERT_EQ(batches.size(), 1u);
+    EXPECT_TRUE(w->take_spawned().empty());  // taken once
+    const HttpRequest r = batches[0]->first();
+    EXPECT_EQ(r.method, "POST");
+    EXPECT_EQ(r.target, "/v2/orders/batch-retrieve");
+    EXPECT_EQ(json::parse(r.body), (json{{"order_ids", {"O2", "O3", "O4"}}, {"location_id", "L1"}}));
+    EXPECT_EQ(r.label, "orders at L1 page 1, 3 changed by id");
+    // A last page of entries, all held: the listing ends, the stream not yet (its batch is out).
     EXPECT_FALSE(deliver(w, page({{"order_entries", {entry("O1", 3)}}})));
+    EXPECT_TRUE(w->take_spawned().empty());
+    EXPECT_FALSE(f.done());
+    EXPECT_TRUE(sink.fetched_streams.empty());
+    // The batch's orders are staged, and the batch walk ends with them.
+    EXPECT_FALSE(deliver(batches[0], page({{"orders", {order("O2", "2024-03-05T09:07:00Z"),
+                                                       order("O3", "2024-03-05T09:08:00Z"),
+                                                       order("O4", "2024-03-05T09:06:00Z")}}})));
+    EXPECT_EQ(sink.column("orders", "id"), (std::vector<std::optional<std::string>>{"O2", "O3", "O4"}));
     EXPECT_TRUE(f.done());
+    EXPECT_EQ(sink.fetched_streams, (std::vector<std::string>{"orders"}));
     EXPECT_FALSE(f.failed());
     EXPECT_EQ(f.pages(), 3);
     EXPECT_EQ(f.rows(), 3);
@@ -702,22 +714,52 @@ TEST(StreamEntries, OnlyWhatIsNotHeldIsFetchedByIdThenTheListingGoesOn) {
     EXPECT_EQ(f.next_watermark(), "2024-03-05T09:08:00Z");
 }
 
-TEST(StreamEntries, BatchesHoldAtMostAHundredIds) {
+TEST(StreamEntries, BatchesHoldAtMostAHundredIdsAndEachIsAWalk) {
     RecordingSink sink;
     StreamFetch f("orders", entries_first({"L1"}), sink);
     PageWalk* w = f.walks().at(0);
     w->first();
     json list = json::array();
     for (int i = 0; i < 250; ++i) list.push_back(entry("O" + std::to_string(i), 1));
-    auto next = deliver(w, page({{"order_entries", list}}));
+    EXPECT_FALSE(deliver(w, page({{"order_entries", list}})));  // the listing's last page
+    auto batches = w->take_spawned();
     std::vector<std::size_t> sizes;
-    while (next) {
-        ASSERT_EQ(next->target, "/v2/orders/batch-retrieve");
-        sizes.push_back(json::parse(next->body)["order_ids"].size());
-        next = deliver(w, page({{"orders", json::array()}}));
+    std::set<std::string> ids;
+    for (PageWalk* b : batches) {
+        const HttpRequest r = b->first();
+        ASSERT_EQ(r.target, "/v2/orders/batch-retrieve");
+        const json body = json::parse(r.body);
+        sizes.push_back(body["order_ids"].size());
+        for (const auto& id : body["order_ids"]) ids.insert(id.get<std::string>());
     }
     EXPECT_EQ(sizes, (std::vector<std::size_t>{100, 100, 50}));
+    EXPECT_EQ(ids.size(), 250u);
+    for (PageWalk* b : batches) {
+        EXPECT_FALSE(f.done());
+        EXPECT_FALSE(deliver(b, page({{"orders", json::array()}})));
+        EXPECT_TRUE(b->take_spawned().empty());
+    }
     EXPECT_TRUE(f.done());
+}
+
+TEST(StreamEntries, AFailedBatchFailsTheStreamAndEndsAndIsNeverRestarted) {
+    RecordingSink sink;
+    StreamFetch f("orders", entries_first({"L1"}), sink);
+    PageWalk* w = f.walks().at(0);
+    w->first();
+    ASSERT_TRUE(deliver(w, page({{"order_entries", {entry("O1", 1)}}, {"cursor", "c1"}})));
+    auto batches = w->take_spawned();
+    ASSERT_EQ(batches.size(), 1u);
+    batches[0]->first();
+    // Even a code that restarts a listing (a batch has no cursor to expire) fails it.
+    batches[0]->on_failure(HttpError(FailureKind::HttpStatus, 400, "Square answered 400", envelope("INVALID_CURSOR")));
+    EXPECT_TRUE(f.take_restarts().empty());
+    EXPECT_TRUE(f.failed());
+    EXPECT_EQ(f.error_code(), "INVALID_CURSOR");
+    // The listing's next page is then dropped and the walk ends: the stream is done, and failed.
+    EXPECT_FALSE(deliver(w, page({{"order_entries", json::array()}})));
+    EXPECT_TRUE(f.done());
+    EXPECT_EQ(sink.fetched_streams, (std::vector<std::string>{"orders"}));
 }
 
 TEST(StreamEntries, NothingToFetchEndsTheWalkWithoutARequest) {
@@ -727,9 +769,40 @@ TEST(StreamEntries, NothingToFetchEndsTheWalkWithoutARequest) {
     PageWalk* w = f.walks().at(0);
     w->first();
     EXPECT_FALSE(deliver(w, page({{"order_entries", {entry("O1", 1)}}})));
+    EXPECT_TRUE(w->take_spawned().empty());
     EXPECT_TRUE(f.done());
     EXPECT_TRUE(sink.staged.empty());
     EXPECT_EQ(f.next_watermark(), kWatermark);  // nothing fetched: the committed one
+}
+
+// A listing of entries names up to 10 locations (SearchOrders' limit): 12 locations are 2 walks, and
+// their batches by id name no location; a full read still walks each location on its own.
+TEST(StreamEntries, AListingOfEntriesNamesUpToTenLocationsAndItsBatchesNone) {
+    std::vector<std::string> locs;
+    for (int i = 1; i <= 12; ++i) locs.push_back("L" + std::to_string(i));
+    RecordingSink sink;
+    StreamFetch f("orders", entries_first(locs), sink);
+    auto walks = f.walks();
+    ASSERT_EQ(walks.size(), 2u);
+    const HttpRequest r = walks.at(0)->first();
+    EXPECT_EQ(json::parse(r.body)["location_ids"], json(std::vector<std::string>(locs.begin(), locs.begin() + 10)));
+    EXPECT_EQ(r.label, "orders at L1 and 9 more locations page 1");
+    EXPECT_EQ(json::parse(walks.at(1)->first().body)["location_ids"], json({"L11", "L12"}));
+    EXPECT_FALSE(deliver(walks.at(0), page({{"order_entries", {entry("O1", 1)}}})));
+    auto batches = walks.at(0)->take_spawned();
+    ASSERT_EQ(batches.size(), 1u);
+    const HttpRequest b = batches[0]->first();
+    EXPECT_EQ(b.target, "/v2/orders/batch-retrieve");
+    EXPECT_EQ(json::parse(b.body), (json{{"order_ids", {"O1"}}}));
+
+    RecordingSink sink2;
+    StreamOptions o = full(locs);
+    o.entries_first = true;
+    StreamFetch whole("orders", o, sink2);
+    EXPECT_EQ(whole.walks().size(), 12u);
+    // Inventory has no entries: one walk per location from a watermark too.
+    StreamFetch inventory("inventory", entries_first(locs), sink2);
+    EXPECT_EQ(inventory.walks().size(), 12u);
 }
 
 TEST(StreamEntries, AFullReadOrAStreamWithoutBatchesListsWholeObjects) {
@@ -763,7 +836,7 @@ TEST(StreamEntries, ACursorRestartStartsOverWithEntries) {
     StreamFetch f("orders", entries_first({"L1"}), sink);
     PageWalk* w = f.walks().at(0);
     w->first();
-    ASSERT_TRUE(deliver(w, page({{"order_entries", {entry("O1", 1)}}, {"cursor", "c1"}})));  // a batch for O1
+    ASSERT_TRUE(deliver(w, page({{"order_entries", {entry("O1", 1)}}, {"cursor", "c1"}})));  // page 2 asked
     w->on_failure(HttpError(FailureKind::HttpStatus, 400, "Square answered 400", envelope("INVALID_CURSOR")));
     ASSERT_EQ(f.take_restarts().size(), 1u);
     const HttpRequest again = w->first();
