@@ -193,6 +193,48 @@ def test_410_fails_that_stream_only(synced, fake):
     assert_matches_fake(db, fake)
 
 
+def test_a_stream_a_later_run_marked_failed_is_left_alone_when_its_own_fetch_then_fails(synced, fake):
+    """A run whose worker a later run took for dead: that run marked its streams failed (fail_stale_runs)
+    and may have staged pages of its own since. When the first run's own fetch of such a stream then
+    fails, it records nothing over the later run's verdict and leaves the staging alone."""
+    db = synced
+    db.execute("ALTER SYSTEM SET squaresync.request_timeout = '1s'")
+    db.execute("ALTER SYSTEM SET squaresync.retry_max_attempts = 3")
+    db.execute("SELECT pg_reload_conf()")
+    try:
+        before = db.execute("SELECT last_run_id, last_status FROM squaresync.stream_state"
+                            " WHERE stream = 'refunds'").fetchone()
+        # Every refunds request times out: the stream fails after 3 attempts (~3 s).
+        fake.fault(fault="hang", path="/v2/refunds", count=1000, delay_ms=3000)
+        run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
+        wait_for(lambda: fake.fired("hang"), 30, "the refunds request to hang")
+        # What the later run did: the stream marked failed, then a page of its own staged.
+        marked = db.execute("UPDATE squaresync.sync_run_streams SET status = 'failed', error = 'run interrupted'"
+                            " WHERE run_id = %s AND stream = 'refunds' AND status = 'running'", (run,)).rowcount
+        assert marked == 1, "the refunds stream was no longer running: the test proves nothing"
+        db.execute("INSERT INTO squaresync.stage_payment_refunds SELECT r.*, -7, 1 FROM square.payment_refunds r LIMIT 1")
+        wait_for(lambda: db.execute("SELECT status <> 'running' FROM squaresync.sync_runs WHERE id = %s",
+                                    (run,)).fetchone()[0], 60, "the run to finish")
+    finally:
+        db.execute("ALTER SYSTEM RESET squaresync.request_timeout")
+        db.execute("ALTER SYSTEM RESET squaresync.retry_max_attempts")
+        db.execute("SELECT pg_reload_conf()")
+        fake.clear_faults()
+    assert fake.fired("hang") >= 3, "the refunds fetch did not fail by timing out"
+    _, status, error, retries, _ = last_run(db)
+    errors = stream_errors(db, run)
+    assert status == "partial", (status, error, errors)
+    assert errors["refunds"] == ("failed", "run interrupted", None), errors
+    assert all(v[0] == "succeeded" for k, v in errors.items() if k != "refunds"), errors
+    assert db.execute("SELECT count(*) FROM squaresync.stage_payment_refunds WHERE _batch = -7").fetchone()[0] == 1
+    assert db.execute("SELECT last_run_id, last_status FROM squaresync.stream_state"
+                      " WHERE stream = 'refunds'").fetchone() == before
+    # The next run empties the staging first and converges.
+    db.execute("SELECT squaresync.incremental()")
+    assert db.execute("SELECT count(*) FROM squaresync.stage_payment_refunds").fetchone()[0] == 0
+    assert_matches_fake(db, fake)
+
+
 def test_redirect_is_not_followed_and_oversize_is_capped(synced, fake):
     db = synced
     fake.fault(fault="redirect", path="/v2/vendors/search", count=1000)
