@@ -106,9 +106,9 @@ struct HttpStats {
 
 // One paginated listing: a chain of dependent requests. The client sends first(), gives each
 // successful (2xx) response to prepare() and then to on_page(), which returns the next request (the
-// cursor's) or nullopt when the walk is done; a page may also start other walks (take_spawned). A walk whose request fails for good gets on_failure()
-// and stops; the other walks go on, except after 401 (every walk is failed) or an abort (run()
-// throws).
+// cursor's) or nullopt when the walk is done; a page may also start other walks (take_spawned). A
+// walk whose request fails for good gets on_failure() and stops; the other walks go on, except
+// after 401 (every walk is failed) or an abort (run() throws).
 class PageWalk {
 public:
     virtual ~PageWalk() = default;
@@ -135,11 +135,12 @@ public:
     HttpClient& operator=(const HttpClient&) = delete;
 
     // Runs the walks to completion (and those they spawn), at most max_concurrency transfers in
-    // flight, each walk sequential. Returns when every walk has finished or failed. Throws HttpError{Aborted} when
-    // should_abort() says so; exceptions other than RetryableResponseError thrown by on_page fail
-    // that walk (on_failure is not called for them: they are rethrown from run() after all
-    // transfers are stopped). Not reentrant: run()/perform() from inside a walk callback throws
-    // std::logic_error. The retry budget (RetryPolicy::run_budget) spans the client's lifetime.
+    // flight, each walk sequential. Returns when every walk has finished or failed. Throws
+    // HttpError{Aborted} when should_abort() says so; exceptions other than RetryableResponseError
+    // thrown by on_page fail that walk (on_failure is not called for them: they are rethrown from
+    // run() after all transfers are stopped). Not reentrant: run()/perform() from inside a walk
+    // callback throws std::logic_error. The retry budget (RetryPolicy::run_budget) spans the
+    // client's lifetime.
     void run(const std::vector<PageWalk*>& walks);
 
     // One request with retries; throws HttpError when it fails for good.
