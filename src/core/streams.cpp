@@ -38,7 +38,7 @@ struct StreamFetch::Spec {
     std::string list_key;             // the response's array of objects
     // Once: one listing; PerLocation: one listing per location, so the page chains of different
     // locations overlap (SearchOrders takes up to 10 location ids: one is within its limit), or per
-    // group of Batch::locations when the read lists entries.
+    // group of `from_watermark_group` locations on a read from a watermark.
     enum Scope { Once, PerLocation } scope;
     bool body_cursor;                 // cursor in the JSON body (POST) or the query (GET)
     bool paged;
@@ -48,17 +48,19 @@ struct StreamFetch::Spec {
     // Set: an incremental read lists entries first ({"return_entries": true}: each object's id and
     // version, under entries_key) and fetches whole only the objects the sink does not hold at that
     // version, max at a time from path ({ids_key: [...]}, answered under list_key), each batch a
-    // walk of its own started by the listing's page (take_spawned), so that they overlap. A
-    // PerLocation stream's listing of entries names up to `locations` locations at once (their
-    // entries are a few kilobytes: one request instead of one per location).
+    // walk of its own started by the listing's page (take_spawned), so that they overlap.
     struct Batch {
         std::string path, ids_key, entries_key, entry_id_key;
         std::size_t max = 0;
-        std::size_t locations = 1;
     } batch;
     // The query string (GET) or body (POST) of the first request; begin is the watermark less the
     // overlap, or nullopt on a full read.
     std::function<std::string(const std::optional<std::string>& begin, const std::vector<std::string>& locations)> build;
+    // A PerLocation stream's read from a watermark names up to this many locations a listing: its
+    // pages are few (order entries, the counts changed since), so one request serves a group of
+    // locations instead of one each. 10: SearchOrders' limit, and a cautious bound where Square
+    // states none (BatchRetrieveInventoryCounts' location_ids).
+    std::size_t from_watermark_group = 1;
 };
 
 namespace {
@@ -90,7 +92,8 @@ const std::vector<StreamFetch::Spec>& specs() {
                          json b = {{"location_ids", locations}, {"limit", 1000}};
                          if (begin) b["updated_after"] = *begin;
                          return b.dump();
-                     }});
+                     },
+                     10});
         v.push_back({"vendors", "POST", "/v2/vendors/search", "vendors", S::Once, true, true,
                      {{"", "vendors", {}}}, "", false, {},
                      [](const auto&, const auto&) {
@@ -99,7 +102,7 @@ const std::vector<StreamFetch::Spec>& specs() {
         v.push_back({"orders", "POST", "/v2/orders/search", "orders", S::PerLocation, true, true,
                      {{"", "orders", {"order_line_items", "order_fulfillments", "order_refunds", "order_returns", "tenders"}}},
                      "updated_at", false,
-                     {"/v2/orders/batch-retrieve", "order_ids", "order_entries", "order_id", 100, 10},
+                     {"/v2/orders/batch-retrieve", "order_ids", "order_entries", "order_id", 100},
                      [](const std::optional<std::string>& begin, const std::vector<std::string>& locations) {
                          json b = {{"location_ids", locations},
                                    {"limit", 1000},
@@ -107,7 +110,8 @@ const std::vector<StreamFetch::Spec>& specs() {
                                     {{"filter", {{"date_time_filter", {{"updated_at", {{"start_at", begin.value_or(kEarliest)}}}}}}},
                                      {"sort", {{"sort_field", "UPDATED_AT"}, {"sort_order", "ASC"}}}}}};
                          return b.dump();
-                     }});
+                     },
+                     10});
         v.push_back({"payments", "GET", "/v2/payments", "payments", S::PerLocation, false, true,
                      {{"", "payments", {}}}, "updated_at", false, {},
                      [](const std::optional<std::string>& begin, const std::vector<std::string>& locations) {
@@ -198,7 +202,8 @@ struct StreamFetch::Walk : PageWalk {
         std::string l = owner.name_;
         if (owner.spec_->scope == Spec::PerLocation) {
             l += " at " + locations.at(0);
-            if (locations.size() > 1) l += " and " + std::to_string(locations.size() - 1) + " more locations";
+            if (locations.size() == 2) l += " and 1 more location";
+            if (locations.size() > 2) l += " and " + std::to_string(locations.size() - 1) + " more locations";
         }
         l += " page " + std::to_string(page + 1);
         if (is_batch()) l += ", " + std::to_string(batch_ids.size()) + " changed by id";
@@ -462,9 +467,9 @@ std::vector<PageWalk*> StreamFetch::walks() {
     switch (spec_->scope) {
         case Spec::Once: walks_.push_back(std::make_unique<Walk>(*this, locs)); break;
         case Spec::PerLocation: {
-            // One walk per location, so that the page chains of different locations overlap; a
-            // listing of entries names several (Spec::Batch::locations).
-            const std::size_t per = lists_entries() ? std::max<std::size_t>(spec_->batch.locations, 1) : 1;
+            // One walk per location, so that the page chains of different locations overlap; a read
+            // from a watermark names several (Spec::from_watermark_group).
+            const std::size_t per = begin().has_value() ? std::max<std::size_t>(spec_->from_watermark_group, 1) : 1;
             for (std::size_t i = 0; i < locs.size(); i += per)
                 walks_.push_back(std::make_unique<Walk>(
                     *this, std::vector<std::string>(locs.begin() + i, locs.begin() + std::min(locs.size(), i + per))));

@@ -85,8 +85,8 @@ public:
     StreamFetch& operator=(const StreamFetch&) = delete;
 
     const std::string& name() const { return name_; }
-    // The page walks to run (one, or one per location, or per group of locations when the read
-    // lists entries: Spec::Batch::locations). Owned here, as are the batch walks they start.
+    // The page walks to run (one, or one per location, or per group of locations on a read from a
+    // watermark: Spec::from_watermark_group). Owned here, as are the batch walks they start.
     std::vector<PageWalk*> walks();
     // Walks whose cursor expired (INVALID_CURSOR); each restarts from the watermark when run again.
     std::vector<PageWalk*> take_restarts();

@@ -242,23 +242,33 @@ TEST(StreamRequests, CatalogIncrementalAndFull) {
     EXPECT_EQ(b["object_types"], (json{"ITEM", "ITEM_VARIATION", "CATEGORY"}));
 }
 
-TEST(StreamRequests, InventoryPerLocation) {
+TEST(StreamRequests, InventoryPerLocationOrPerTenFromAWatermark) {
     RecordingSink sink;
-    StreamFetch inc("inventory", incremental({"L1", "L2", "L3"}), sink);
+    // From a watermark (few counts changed): one listing names up to 10 locations.
+    std::vector<std::string> locs;
+    for (int i = 1; i <= 12; ++i) locs.push_back("L" + std::to_string(i));
+    StreamFetch inc("inventory", incremental(locs), sink);
     auto w = inc.walks();
-    ASSERT_EQ(w.size(), 3u);
-    const char* locs[] = {"L1", "L2", "L3"};
-    for (std::size_t i = 0; i < 3; ++i) {
-        const HttpRequest r = w[i]->first();
-        EXPECT_EQ(r.method, "POST");
-        EXPECT_EQ(r.target, "/v2/inventory/counts/batch-retrieve");
-        EXPECT_EQ(json::parse(r.body), (json{{"location_ids", {locs[i]}}, {"limit", 1000}, {"updated_after", kBegin}}));
-        EXPECT_EQ(r.label, std::string("inventory at ") + locs[i] + " page 1");
-    }
-    StreamFetch fu("inventory", full({"L1"}), sink);
+    ASSERT_EQ(w.size(), 2u);
+    HttpRequest r = w[0]->first();
+    EXPECT_EQ(r.method, "POST");
+    EXPECT_EQ(r.target, "/v2/inventory/counts/batch-retrieve");
+    EXPECT_EQ(json::parse(r.body), (json{{"location_ids", std::vector<std::string>(locs.begin(), locs.begin() + 10)},
+                                         {"limit", 1000}, {"updated_after", kBegin}}));
+    EXPECT_EQ(r.label, "inventory at L1 and 9 more locations page 1");
+    r = w[1]->first();
+    EXPECT_EQ(json::parse(r.body), (json{{"location_ids", {"L11", "L12"}}, {"limit", 1000}, {"updated_after", kBegin}}));
+    EXPECT_EQ(r.label, "inventory at L11 and 1 more location page 1");
+    // A full read: one listing per location, so that their page chains overlap.
+    StreamFetch fu("inventory", full({"L1", "L2", "L3"}), sink);
     auto fw = fu.walks();
-    ASSERT_EQ(fw.size(), 1u);
-    EXPECT_EQ(json::parse(fw[0]->first().body), (json{{"location_ids", {"L1"}}, {"limit", 1000}}));
+    ASSERT_EQ(fw.size(), 3u);
+    const char* one[] = {"L1", "L2", "L3"};
+    for (std::size_t i = 0; i < 3; ++i) {
+        r = fw[i]->first();
+        EXPECT_EQ(json::parse(r.body), (json{{"location_ids", {one[i]}}, {"limit", 1000}}));
+        EXPECT_EQ(r.label, std::string("inventory at ") + one[i] + " page 1");
+    }
 }
 
 TEST(StreamRequests, VendorsActiveAndInactive) {
@@ -274,10 +284,10 @@ TEST(StreamRequests, VendorsActiveAndInactive) {
     }
 }
 
-TEST(StreamRequests, OrdersOneWalkPerLocation) {
+TEST(StreamRequests, OrdersOneWalkPerLocationOnAFullRead) {
     RecordingSink sink;
-    StreamFetch inc("orders", incremental({"L1", "L2"}), sink);
-    auto w = inc.walks();
+    StreamFetch fu("orders", full({"L1", "L2"}), sink);
+    auto w = fu.walks();
     ASSERT_EQ(w.size(), 2u);
     for (std::size_t i = 0; i < 2; ++i) {
         const std::string loc = i == 0 ? "L1" : "L2";
@@ -287,15 +297,21 @@ TEST(StreamRequests, OrdersOneWalkPerLocation) {
         const json b = json::parse(r.body);
         EXPECT_EQ(b["location_ids"], json::array({loc}));
         EXPECT_EQ(b["limit"], 1000);
-        EXPECT_EQ(b["query"]["filter"]["date_time_filter"]["updated_at"]["start_at"], kBegin);
+        EXPECT_EQ(b["query"]["filter"]["date_time_filter"]["updated_at"]["start_at"], kEarliest);
         EXPECT_EQ(b["query"]["sort"], J(R"({"sort_field": "UPDATED_AT", "sort_order": "ASC"})"));
         EXPECT_FALSE(b.contains("cursor"));
+        EXPECT_FALSE(b.contains("return_entries"));
         EXPECT_EQ(r.label, "orders at " + loc + " page 1");
     }
-    StreamFetch fu("orders", full({"L1"}), sink);
-    const json b = json::parse(fu.walks().at(0)->first().body);
-    EXPECT_EQ(b["query"]["filter"]["date_time_filter"]["updated_at"]["start_at"], kEarliest);
-    EXPECT_EQ(b["query"]["sort"]["sort_field"], "UPDATED_AT");
+    // From a watermark: one listing for up to 10 locations, from the watermark less the overlap.
+    StreamFetch inc("orders", incremental({"L1", "L2"}), sink);
+    auto iw = inc.walks();
+    ASSERT_EQ(iw.size(), 1u);
+    const HttpRequest r = iw[0]->first();
+    const json b = json::parse(r.body);
+    EXPECT_EQ(b["location_ids"], json::array({"L1", "L2"}));
+    EXPECT_EQ(b["query"]["filter"]["date_time_filter"]["updated_at"]["start_at"], kBegin);
+    EXPECT_EQ(r.label, "orders at L1 and 1 more location page 1");
 }
 
 TEST(StreamRequests, PaymentsPerLocation) {
@@ -412,7 +428,7 @@ TEST(StreamRequests, NoLocationsNoPerLocationWalks) {
 
 TEST(StreamRequests, WalksCanBeRebuilt) {
     RecordingSink sink;
-    StreamFetch f("orders", incremental({"L1", "L2"}), sink);
+    StreamFetch f("orders", full({"L1", "L2"}), sink);  // one walk per location
     EXPECT_EQ(f.walks().size(), 2u);
     auto again = f.walks();
     ASSERT_EQ(again.size(), 2u);
@@ -513,7 +529,7 @@ TEST(StreamPaging, RepeatedCursorFailsAndStops) {
 
 TEST(StreamPaging, SameCursorInDifferentWalksOrAfterARestartIsFine) {
     RecordingSink sink;
-    StreamFetch f("orders", incremental({"L1", "L2"}), sink);
+    StreamFetch f("orders", full({"L1", "L2"}), sink);  // one walk per location
     auto w = f.walks();
     w[0]->first();
     w[1]->first();
@@ -626,7 +642,7 @@ TEST(StreamPages, SquareErrorEnvelopeOn200FailsTheStream) {
 
 TEST(StreamPages, AFailedStreamIgnoresItsOtherWalks) {
     RecordingSink sink;
-    StreamFetch f("orders", incremental({"L1", "L2"}), sink);
+    StreamFetch f("orders", full({"L1", "L2"}), sink);  // one walk per location
     auto w = f.walks();
     w[0]->first();
     w[1]->first();
@@ -800,9 +816,9 @@ TEST(StreamEntries, AListingOfEntriesNamesUpToTenLocationsAndItsBatchesNone) {
     o.entries_first = true;
     StreamFetch whole("orders", o, sink2);
     EXPECT_EQ(whole.walks().size(), 12u);
-    // Inventory has no entries: one walk per location from a watermark too.
+    // Inventory has no entries, but its read from a watermark is grouped the same way.
     StreamFetch inventory("inventory", entries_first(locs), sink2);
-    EXPECT_EQ(inventory.walks().size(), 12u);
+    EXPECT_EQ(inventory.walks().size(), 2u);
 }
 
 TEST(StreamEntries, AFullReadOrAStreamWithoutBatchesListsWholeObjects) {
@@ -849,7 +865,7 @@ TEST(StreamEntries, ACursorRestartStartsOverWithEntries) {
 
 TEST(StreamFailures, InvalidCursorAfterTheFirstPageRestarts) {
     RecordingSink sink;
-    StreamFetch f("orders", incremental({"L1", "L2"}), sink);
+    StreamFetch f("orders", full({"L1", "L2"}), sink);  // one walk per location
     auto w = f.walks();
     const std::string first_body = w[1]->first().body;
     ASSERT_TRUE(deliver(w[1], page({{"orders", {order("O1", "2024-03-05T09:01:00Z", "L2")}}, {"cursor", "c1"}})));
@@ -869,7 +885,7 @@ TEST(StreamFailures, InvalidCursorAfterTheFirstPageRestarts) {
 
 TEST(StreamDone, TheSinkHearsOnceWhenEveryWalkHasEndedAndNotOnARestart) {
     RecordingSink sink;
-    StreamFetch f("orders", incremental({"L1", "L2", "L3"}), sink);
+    StreamFetch f("orders", full({"L1", "L2", "L3"}), sink);  // one walk per location
     auto w = f.walks();
     for (auto* x : w) x->first();
     EXPECT_FALSE(f.done());
@@ -972,7 +988,7 @@ TEST(StreamFailures, BareForbiddenAndGoneGetTheCodesTheirConsumersCheck) {
 
 TEST(StreamFailures, TheFirstFailureWins) {
     RecordingSink sink;
-    StreamFetch f("orders", incremental({"L1", "L2"}), sink);
+    StreamFetch f("orders", full({"L1", "L2"}), sink);  // one walk per location
     auto w = f.walks();
     w[0]->first();
     w[1]->first();
@@ -1232,7 +1248,7 @@ TEST(StreamRows, RunAbortPropagates) {
 
 TEST(StreamWatermark, GreatestUpdatedAtAcrossPagesAndWalks) {
     RecordingSink sink;
-    StreamFetch f("orders", incremental({"L1", "L2"}), sink);
+    StreamFetch f("orders", full({"L1", "L2"}), sink);  // one walk per location
     auto w = f.walks();
     w[0]->first();
     w[1]->first();
