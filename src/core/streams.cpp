@@ -67,6 +67,14 @@ namespace {
 
 std::string q(const char* k, const std::string& v) { return std::string(k) + "=" + url_encode(v); }
 
+// v in consecutive slices of at most n (n >= 1): locations per listing, ids per batch.
+std::vector<std::vector<std::string>> slices(const std::vector<std::string>& v, std::size_t n) {
+    std::vector<std::vector<std::string>> out;
+    for (std::size_t i = 0; i < v.size(); i += n)
+        out.emplace_back(v.begin() + i, v.begin() + std::min(v.size(), i + n));
+    return out;
+}
+
 const std::vector<StreamFetch::Spec>& specs() {
     using S = StreamFetch::Spec;
     static const std::vector<S> all = [] {
@@ -406,12 +414,9 @@ struct StreamFetch::Walk : PageWalk {
         owner.sink_.progress(owner.name_ + " page " + std::to_string(owner.pages_));
         try {
             if (p.entries) {
-                const auto ids = owner.sink_.not_held(owner.name_, p.entry_ids, p.entry_versions);
-                const std::size_t max = owner.spec_->batch.max;
-                for (std::size_t i = 0; i < ids.size(); i += max)
-                    spawned.push_back(owner.add_walk(std::make_unique<Walk>(
-                        owner, locations,
-                        std::vector<std::string>(ids.begin() + i, ids.begin() + std::min(ids.size(), i + max)), page)));
+                for (auto& ids : slices(owner.sink_.not_held(owner.name_, p.entry_ids, p.entry_versions),
+                                        owner.spec_->batch.max))
+                    spawned.push_back(owner.add_walk(std::make_unique<Walk>(owner, locations, std::move(ids), page)));
             } else {
                 owner.rows_ += owner.sink_.stage(owner.name_, p.batches);
             }
@@ -470,9 +475,7 @@ std::vector<PageWalk*> StreamFetch::walks() {
             // One walk per location, so that the page chains of different locations overlap; a read
             // from a watermark names several (Spec::from_watermark_group).
             const std::size_t per = begin().has_value() ? std::max<std::size_t>(spec_->from_watermark_group, 1) : 1;
-            for (std::size_t i = 0; i < locs.size(); i += per)
-                walks_.push_back(std::make_unique<Walk>(
-                    *this, std::vector<std::string>(locs.begin() + i, locs.begin() + std::min(locs.size(), i + per))));
+            for (auto& group : slices(locs, per)) walks_.push_back(std::make_unique<Walk>(*this, std::move(group)));
             break;
         }
     }
