@@ -7,10 +7,12 @@
 # after a day. Prints each round and the medians, with the API requests. Interleaving is the point:
 # this VM's speed moves by up to half within minutes. The installed library is put back at the end.
 #
-#   /usr/bin/python3 bench/ab_builds.py --a OLD.so --b NEW.so [--rounds 6]
+#   /usr/bin/python3 bench/ab_builds.py --a OLD.so --b NEW.so [--a-sql OLD.sql --b-sql NEW.sql] [--rounds 6]
 #
-# Build each library with `make` (the file is ./squaresync.so) and copy it aside; needs write access
-# to PostgreSQL's pkglibdir (root here) and nothing else using the installed extension meanwhile.
+# Build each library with `make` (the file is ./squaresync.so) and copy it aside, and with a change
+# of the SQL its install script too (./squaresync--<version>.sql): each round installs the build's
+# script before it creates the extension. Needs write access to PostgreSQL's pkglibdir and sharedir
+# (root here) and nothing else using the installed extension meanwhile.
 import argparse
 import os
 import shutil
@@ -32,17 +34,31 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--a", required=True, help="the first build's squaresync.so")
     ap.add_argument("--b", required=True, help="the second build's squaresync.so")
+    ap.add_argument("--a-sql", help="the first build's install script (squaresync--<version>.sql)")
+    ap.add_argument("--b-sql", help="the second build's install script")
     ap.add_argument("--rounds", type=int, default=6)
     a = ap.parse_args()
-    lib = os.path.join(subprocess.run(["pg_config", "--pkglibdir"], capture_output=True, text=True,
-                                      check=True).stdout.strip(), "squaresync.so")
-    saved = lib + ".ab-saved"
-    shutil.copy(lib, saved)
+    if bool(a.a_sql) != bool(a.b_sql):
+        ap.error("--a-sql and --b-sql go together")
+
+    def pg_config(opt):
+        return subprocess.run(["pg_config", opt], capture_output=True, text=True, check=True).stdout.strip()
+
+    lib = os.path.join(pg_config("--pkglibdir"), "squaresync.so")
+    script = os.path.join(pg_config("--sharedir"), "extension", os.path.basename(a.a_sql or "none"))
+    if a.a_sql and os.path.basename(a.a_sql) != os.path.basename(a.b_sql):
+        ap.error("both install scripts must be of the same version (the same file name)")
+    installed = [(lib, {"a": a.a, "b": a.b})]
+    if a.a_sql:
+        installed.append((script, {"a": a.a_sql, "b": a.b_sql}))
+    for path, _ in installed:
+        shutil.copy(path, path + ".ab-saved")
     builds = {"a": a.a, "b": a.b}
 
     def use(build):
-        shutil.copy(builds[build], lib + ".ab-tmp")
-        os.rename(lib + ".ab-tmp", lib)  # a new file: running processes keep the one they mapped
+        for path, files in installed:
+            shutil.copy(files[build], path + ".ab-tmp")
+            os.rename(path + ".ab-tmp", path)  # a new file: running processes keep the one they mapped
 
     res = {b: {k: [] for k in FIGURES + ("requests_nothing", "requests_day")} for b in builds}
     cluster = Cluster("abbuilds", preload=("squaresync",), settings={})
@@ -89,7 +105,8 @@ def main():
         if fake:
             fake.stop()
         cluster.destroy()
-        os.rename(saved, lib)
+        for path, _ in installed:
+            os.rename(path + ".ab-saved", path)
 
 
 if __name__ == "__main__":

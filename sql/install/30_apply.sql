@@ -99,13 +99,42 @@ BEGIN
 END
 $$;
 
+-- The staged copies of a parent table's objects that its apply chose (the newest of each, as the
+-- apply orders them) and did not leave alone as older than the stored object by the parent's guard:
+-- the only copies whose children are applied. Read after the parent is applied, in the same
+-- transaction (the stored parent is then the outcome); given to the children's statements as
+-- arrays, the planner sees a list of keys and probes the children's index by parent as it does for
+-- any key list.
+CREATE FUNCTION squaresync._chosen_parents(p_merchant text, p_parent text, OUT ids text[], OUT batches bigint[])
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    g       text := (SELECT guard_column FROM squaresync.synced_tables WHERE table_name = p_parent);
+    parents text;
+BEGIN
+    IF g IS NULL THEN
+        parents := format('SELECT id, max(_batch) FROM squaresync.%I GROUP BY id', 'stage_' || p_parent);
+    ELSE
+        parents := format('SELECT sp.id, sp._batch FROM (SELECT DISTINCT ON (id) id, _batch, %1$I AS g'
+                          ' FROM squaresync.%2$I ORDER BY id, %1$I DESC NULLS LAST, _batch DESC, _ord DESC) sp'
+                          ' LEFT JOIN square.%3$I tp ON tp.merchant_id = $1 AND tp.id = sp.id'
+                          ' WHERE NOT coalesce(sp.g < tp.%1$I, false)',
+                          g, 'stage_' || p_parent, p_parent);
+    END IF;
+    EXECUTE format('SELECT coalesce(array_agg(x.id), ''{}''), coalesce(array_agg(x._batch), ''{}'') FROM (%s) x(id, _batch)',
+                   parents) INTO ids, batches USING p_merchant;
+END
+$fn$;
+
 -- p_keys_only_inserts: a foundation records its inserts by key only (the row it loaded is the row in
 -- the table; a rollback of it deletes by key), not a second copy of every column.
 -- p_scope_column, p_scope_keys: a full read of part of the table only (the stored rows whose
 -- p_scope_column is one of p_scope_keys may vanish; the others are not looked at).
+-- p_parent_ids, p_parent_batches: a child table's _chosen_parents, when the caller read them already
+-- (once for all the children of a parent); read here otherwise.
 CREATE FUNCTION squaresync._apply_table(p_run bigint, p_merchant text, p_table text, p_full boolean,
                                         p_keys_only_inserts boolean DEFAULT false,
-                                        p_scope_column text DEFAULT NULL, p_scope_keys text[] DEFAULT NULL)
+                                        p_scope_column text DEFAULT NULL, p_scope_keys text[] DEFAULT NULL,
+                                        p_parent_ids text[] DEFAULT NULL, p_parent_batches bigint[] DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
     d        squaresync.synced_tables%ROWTYPE;
@@ -114,7 +143,6 @@ DECLARE
     allc     text[];
     key_join text;
     s_cols   text;
-    t_cols   text;
     order_by text;
     src      text;
     scope    text;
@@ -131,10 +159,8 @@ DECLARE
     t_row    text;
     is_gone  text;
     gone_sql text;
-    parents  text;
-    p_guard  text;
-    par_ids  text[];
-    par_bat  bigint[];
+    par_ids  text[] := p_parent_ids;
+    par_bat  bigint[] := p_parent_batches;
 BEGIN
     SELECT * INTO STRICT d FROM squaresync.synced_tables WHERE table_name = p_table;
     keys := d.key_columns;
@@ -143,7 +169,6 @@ BEGIN
     allc := keys || cols;
     key_join := (SELECT string_agg(format('t.%1$I = s.%1$I', k), ' AND ') FROM unnest(keys) k);
     s_cols := (SELECT string_agg(format('s.%I', c), ', ') FROM unnest(cols) c);
-    t_cols := (SELECT string_agg(format('(j.t_row).%I', c), ', ') FROM unnest(cols) c);
     pk_json := (SELECT 'jsonb_build_object(' || string_agg(format('%L, %s.%I', k, '%1$s', k), ', ') || ')' FROM unnest(keys) k);
     after_ins := (SELECT 'jsonb_build_object(' || string_agg(format('%L, j.%I', c, c), ', ') || ')'
                   FROM unnest(allc) c WHERE c <> 'raw');
@@ -163,20 +188,9 @@ BEGIN
                 || ', _batch DESC, _ord DESC';
     src := format('SELECT DISTINCT ON (%s) * FROM squaresync.%I c', (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), 'stage_' || p_table);
     IF d.parent_table IS NOT NULL THEN
-        p_guard := (SELECT guard_column FROM squaresync.synced_tables WHERE table_name = d.parent_table);
-        IF p_guard IS NULL THEN
-            parents := format('SELECT id, max(_batch) FROM squaresync.%I GROUP BY id', 'stage_' || d.parent_table);
-        ELSE
-            parents := format('SELECT sp.id, sp._batch FROM (SELECT DISTINCT ON (id) id, _batch, %1$I AS g'
-                              ' FROM squaresync.%2$I ORDER BY id, %1$I DESC NULLS LAST, _batch DESC, _ord DESC) sp'
-                              ' LEFT JOIN square.%3$I tp ON tp.merchant_id = $1 AND tp.id = sp.id'
-                              ' WHERE NOT coalesce(sp.g < tp.%1$I, false)',
-                              p_guard, 'stage_' || d.parent_table, d.parent_table);
+        IF par_ids IS NULL THEN
+            SELECT x.ids, x.batches INTO par_ids, par_bat FROM squaresync._chosen_parents(p_merchant, d.parent_table) x;
         END IF;
-        -- Read once, then given to the statements as arrays ($5, $6): the planner sees a list of
-        -- keys, and probes the children's index by parent as it does for any key list.
-        EXECUTE format('SELECT coalesce(array_agg(x.id), ''{}''), coalesce(array_agg(x._batch), ''{}'') FROM (%s) x(id, _batch)',
-                       parents) INTO par_ids, par_bat USING p_merchant;
         src := src || format(' WHERE (c.%I, c._batch) IN (SELECT * FROM unnest($5::text[], $6::bigint[]))', d.parent_column);
     END IF;
     src := src || ' ORDER BY ' || order_by;
@@ -255,12 +269,12 @@ BEGIN
     q := format($q$
         WITH s AS MATERIALIZED (%1$s),
         j AS MATERIALIZED (
-            SELECT s.*, %24$s AS t_row, (t.merchant_id IS NULL) AS is_new, %18$s AS is_del, %25$s AS is_gone
+            SELECT s.*, %24$s AS t_row, (t.merchant_id IS NULL) AS is_new, %18$s AS is_del, %25$s AS is_gone,
+                   ROW(%4$s) IS DISTINCT FROM ROW(%5$s) %6$s AS is_changed
             FROM %3$s
         ),
         d AS MATERIALIZED (
-            SELECT * FROM j
-            WHERE NOT is_gone AND (is_new OR (ROW(%4$s) IS DISTINCT FROM ROW(%5$s) %6$s))
+            SELECT * FROM j WHERE NOT is_gone AND (is_new OR is_changed)
         ),
         gone AS MATERIALIZED (%7$s),
         ins AS (
@@ -277,8 +291,7 @@ BEGIN
                    CASE WHEN j.is_new THEN 'insert' WHEN j.is_del THEN 'delete' ELSE 'update' END,
                    CASE WHEN j.is_new THEN NULL ELSE %19$s END,
                    CASE WHEN j.is_new THEN CASE WHEN $3 THEN NULL ELSE %14$s END
-                        ELSE coalesce((SELECT jsonb_object_agg(x.k, x.v) FILTER (WHERE x.changed)
-                                       FROM (VALUES %15$s) x(k, changed, v)), '{}') END,
+                        ELSE %15$s END,
                    %20$s, %21$s
             FROM d j
             UNION ALL
@@ -294,10 +307,12 @@ BEGIN
         src,                                                                   -- 1
         p_table,                                                               -- 2
         j_from,                                                                -- 3
-        (SELECT string_agg(format('j.%I', c), ', ') FROM unnest(cols) c),      -- 4
-        t_cols,                                                                -- 5
+        -- Changed: the staged row differs from the stored one (compared column by column, as
+        -- stored), and is not older by the guard column.
+        s_cols,                                                                -- 4
+        (SELECT string_agg(format('t.%I', c), ', ') FROM unnest(cols) c),      -- 5
         CASE WHEN d.guard_column IS NOT NULL
-             THEN format('AND NOT coalesce(j.%1$I < (j.t_row).%1$I, false)', d.guard_column) ELSE '' END,  -- 6
+             THEN format('AND NOT coalesce(s.%1$I < t.%1$I, false)', d.guard_column) ELSE '' END,  -- 6
         gone_sql,                                                              -- 7
         all_list,                                                              -- 8
         (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),        -- 9
@@ -306,10 +321,11 @@ BEGIN
         p_table,                                                               -- 12
         format(pk_json, 'j'),                                                  -- 13
         after_ins,                                                             -- 14
-        -- An update's after: the columns that changed, compared as stored (not as JSON), each
-        -- converted to jsonb only when it changed.
-        (SELECT string_agg(format('(%1$L, j.%1$I IS DISTINCT FROM (j.t_row).%1$I,'
-                                  ' CASE WHEN j.%1$I IS DISTINCT FROM (j.t_row).%1$I THEN to_jsonb(j.%1$I) END)', c), ', ')
+        -- An update's after: the columns that changed, compared as stored (not as JSON): every
+        -- column less those equal to the stored ones (jsonb - text[] skips the NULLs).
+        (SELECT format('(jsonb_build_object(%s) - ARRAY[%s]::text[])',
+                       string_agg(format('%1$L, j.%1$I', c), ', '),
+                       string_agg(format('CASE WHEN j.%1$I IS NOT DISTINCT FROM (j.t_row).%1$I THEN %1$L END', c), ', '))
          FROM unnest(cols) c WHERE c <> 'raw'),                                -- 15
         (SELECT 'jsonb_build_object(' || string_agg(format('%L, (g.t_row).%I', k, k), ', ') || ')' FROM unnest(keys) k), -- 16
         CASE WHEN d.tombstone THEN $j$jsonb_build_object('is_deleted', true, 'deleted_at', now())$j$ ELSE 'NULL::jsonb' END, -- 17
@@ -503,6 +519,9 @@ DECLARE
     redo   text[];
     q      text;
     staged text[];
+    par_of  text;
+    par_ids text[];
+    par_bat bigint[];
 BEGIN
     SELECT watermark INTO old_wm FROM squaresync.stream_state
     WHERE merchant_id = p_merchant AND stream = p_stream FOR UPDATE;
@@ -529,8 +548,17 @@ BEGIN
         IF t.table_name = ANY (staged) THEN
             PERFORM squaresync._analyze_if_large('squaresync', 'stage_' || t.table_name, NULL);
         END IF;
+        -- The chosen parents are read once for all the children of a parent (applied before them).
+        IF t.parent_table IS DISTINCT FROM par_of THEN
+            par_of := t.parent_table;
+            par_ids := NULL;
+            par_bat := NULL;
+            IF par_of IS NOT NULL THEN
+                SELECT x.ids, x.batches INTO par_ids, par_bat FROM squaresync._chosen_parents(p_merchant, par_of) x;
+            END IF;
+        END IF;
         c := squaresync._apply_table(p_run, p_merchant, t.table_name, p_full OR p_stream IN ('locations', 'vendors'),
-                                     p_full);
+                                     p_full, NULL, NULL, par_ids, par_bat);
         PERFORM squaresync._analyze_if_large('square', t.table_name, c);
         counts := counts || jsonb_build_object(t.table_name, c);
     END LOOP;
