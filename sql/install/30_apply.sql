@@ -99,14 +99,16 @@ BEGIN
 END
 $$;
 
--- The staged copies of a parent table's objects that its apply chose (the newest of each, as the
--- apply orders them) and did not leave alone as older than the stored object by the parent's guard:
--- the only copies whose children are applied. Read after the parent is applied, in the same
--- transaction (the stored parent is then the outcome); given to the children's statements as
+-- The statement that reads the staged copies of a parent table's objects that its apply chose (the
+-- newest of each, as the apply orders them) and did not leave alone as older than the stored object
+-- by the parent's guard: the only copies whose children are applied. Run (EXECUTE ... INTO ids,
+-- batches USING merchant) after the parent is applied, in the same transaction (the stored parent is
+-- then the outcome), by the caller that keeps the arrays: at scale 10 a foundation's are 300,000 ids,
+-- and a function returning them would hold two more copies. Given to the children's statements as
 -- arrays, the planner sees a list of keys and probes the children's index by parent as it does for
 -- any key list.
-CREATE FUNCTION squaresync._chosen_parents(p_merchant text, p_parent text, OUT ids text[], OUT batches bigint[])
-LANGUAGE plpgsql AS $fn$
+CREATE FUNCTION squaresync._chosen_parents_sql(p_parent text)
+RETURNS text LANGUAGE plpgsql STABLE AS $fn$
 DECLARE
     g       text := (SELECT guard_column FROM squaresync.synced_tables WHERE table_name = p_parent);
     parents text;
@@ -120,8 +122,8 @@ BEGIN
                           ' WHERE NOT coalesce(sp.g < tp.%1$I, false)',
                           g, 'stage_' || p_parent, p_parent);
     END IF;
-    EXECUTE format('SELECT coalesce(array_agg(x.id), ''{}''), coalesce(array_agg(x._batch), ''{}'') FROM (%s) x(id, _batch)',
-                   parents) INTO ids, batches USING p_merchant;
+    RETURN format('SELECT coalesce(array_agg(x.id), ''{}''), coalesce(array_agg(x._batch), ''{}'') FROM (%s) x(id, _batch)',
+                  parents);
 END
 $fn$;
 
@@ -129,7 +131,7 @@ $fn$;
 -- the table; a rollback of it deletes by key), not a second copy of every column.
 -- p_scope_column, p_scope_keys: a full read of part of the table only (the stored rows whose
 -- p_scope_column is one of p_scope_keys may vanish; the others are not looked at).
--- p_parent_ids, p_parent_batches: a child table's _chosen_parents, when the caller read them already
+-- p_parent_ids, p_parent_batches: a child table's chosen parents (_chosen_parents_sql), when the caller read them already
 -- (once for all the children of a parent); read here otherwise.
 CREATE FUNCTION squaresync._apply_table(p_run bigint, p_merchant text, p_table text, p_full boolean,
                                         p_keys_only_inserts boolean DEFAULT false,
@@ -159,8 +161,6 @@ DECLARE
     t_row    text;
     is_gone  text;
     gone_sql text;
-    par_ids  text[] := p_parent_ids;
-    par_bat  bigint[] := p_parent_batches;
 BEGIN
     SELECT * INTO STRICT d FROM squaresync.synced_tables WHERE table_name = p_table;
     keys := d.key_columns;
@@ -188,8 +188,8 @@ BEGIN
                 || ', _batch DESC, _ord DESC';
     src := format('SELECT DISTINCT ON (%s) * FROM squaresync.%I c', (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), 'stage_' || p_table);
     IF d.parent_table IS NOT NULL THEN
-        IF par_ids IS NULL THEN
-            SELECT x.ids, x.batches INTO par_ids, par_bat FROM squaresync._chosen_parents(p_merchant, d.parent_table) x;
+        IF p_parent_ids IS NULL THEN
+            EXECUTE squaresync._chosen_parents_sql(d.parent_table) INTO p_parent_ids, p_parent_batches USING p_merchant;
         END IF;
         src := src || format(' WHERE (c.%I, c._batch) IN (SELECT * FROM unnest($5::text[], $6::bigint[]))', d.parent_column);
     END IF;
@@ -218,7 +218,7 @@ BEGIN
             -- is kilobytes, and RETURNING keeps every returned row until the audit reads it).
             (SELECT string_agg(format('j.%I', c), ', ') FROM unnest(allc) c
              WHERE c = ANY (keys) OR (c <> 'raw' AND NOT (p_full AND p_keys_only_inserts))));
-        EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys, par_ids, par_bat;
+        EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys, p_parent_ids, p_parent_batches;
         RETURN result;
     END IF;
 
@@ -342,7 +342,7 @@ BEGIN
         is_gone,                                                               -- 25
         key_join                                                               -- 26
     );
-    EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys, par_ids, par_bat;
+    EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys, p_parent_ids, p_parent_batches;
     RETURN result;
 END
 $fn$;
@@ -554,7 +554,7 @@ BEGIN
             par_ids := NULL;
             par_bat := NULL;
             IF par_of IS NOT NULL THEN
-                SELECT x.ids, x.batches INTO par_ids, par_bat FROM squaresync._chosen_parents(p_merchant, par_of) x;
+                EXECUTE squaresync._chosen_parents_sql(par_of) INTO par_ids, par_bat USING p_merchant;
             END IF;
         END IF;
         c := squaresync._apply_table(p_run, p_merchant, t.table_name, p_full OR p_stream IN ('locations', 'vendors'),
@@ -562,6 +562,10 @@ BEGIN
         PERFORM squaresync._analyze_if_large('square', t.table_name, c);
         counts := counts || jsonb_build_object(t.table_name, c);
     END LOOP;
+    -- (Freed before the first load's index builds: a foundation's chosen orders at scale 10 are
+    -- 300,000 ids, ~12 MB, which would stand on top of the builds' sort memory.)
+    par_ids := NULL;
+    par_bat := NULL;
     FOREACH q IN ARRAY coalesce(redo, '{}') LOOP
         EXECUTE q;
     END LOOP;

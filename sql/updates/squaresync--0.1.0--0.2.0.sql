@@ -327,12 +327,12 @@ END
 $fn$;
 
 -- 30_apply.sql: _apply_table takes a scope (an incremental catalog recomputes the availability of
--- the variations it changed only) and a child table's chosen parents (_chosen_parents, read once
+-- the variations it changed only) and a child table's chosen parents (_chosen_parents_sql, read once
 -- for all the children of a parent); an update's audit records the columns that changed, compared
 -- as stored.
 DROP FUNCTION squaresync._apply_table(bigint, text, text, boolean, boolean);
-CREATE FUNCTION squaresync._chosen_parents(p_merchant text, p_parent text, OUT ids text[], OUT batches bigint[])
-LANGUAGE plpgsql AS $fn$
+CREATE FUNCTION squaresync._chosen_parents_sql(p_parent text)
+RETURNS text LANGUAGE plpgsql STABLE AS $fn$
 DECLARE
     g       text := (SELECT guard_column FROM squaresync.synced_tables WHERE table_name = p_parent);
     parents text;
@@ -346,11 +346,11 @@ BEGIN
                           ' WHERE NOT coalesce(sp.g < tp.%1$I, false)',
                           g, 'stage_' || p_parent, p_parent);
     END IF;
-    EXECUTE format('SELECT coalesce(array_agg(x.id), ''{}''), coalesce(array_agg(x._batch), ''{}'') FROM (%s) x(id, _batch)',
-                   parents) INTO ids, batches USING p_merchant;
+    RETURN format('SELECT coalesce(array_agg(x.id), ''{}''), coalesce(array_agg(x._batch), ''{}'') FROM (%s) x(id, _batch)',
+                  parents);
 END
 $fn$;
-REVOKE ALL ON FUNCTION squaresync._chosen_parents(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION squaresync._chosen_parents_sql(text) FROM PUBLIC;
 CREATE FUNCTION squaresync._apply_table(p_run bigint, p_merchant text, p_table text, p_full boolean,
                                         p_keys_only_inserts boolean DEFAULT false,
                                         p_scope_column text DEFAULT NULL, p_scope_keys text[] DEFAULT NULL,
@@ -379,8 +379,6 @@ DECLARE
     t_row    text;
     is_gone  text;
     gone_sql text;
-    par_ids  text[] := p_parent_ids;
-    par_bat  bigint[] := p_parent_batches;
 BEGIN
     SELECT * INTO STRICT d FROM squaresync.synced_tables WHERE table_name = p_table;
     keys := d.key_columns;
@@ -408,8 +406,8 @@ BEGIN
                 || ', _batch DESC, _ord DESC';
     src := format('SELECT DISTINCT ON (%s) * FROM squaresync.%I c', (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) k), 'stage_' || p_table);
     IF d.parent_table IS NOT NULL THEN
-        IF par_ids IS NULL THEN
-            SELECT x.ids, x.batches INTO par_ids, par_bat FROM squaresync._chosen_parents(p_merchant, d.parent_table) x;
+        IF p_parent_ids IS NULL THEN
+            EXECUTE squaresync._chosen_parents_sql(d.parent_table) INTO p_parent_ids, p_parent_batches USING p_merchant;
         END IF;
         src := src || format(' WHERE (c.%I, c._batch) IN (SELECT * FROM unnest($5::text[], $6::bigint[]))', d.parent_column);
     END IF;
@@ -438,7 +436,7 @@ BEGIN
             -- is kilobytes, and RETURNING keeps every returned row until the audit reads it).
             (SELECT string_agg(format('j.%I', c), ', ') FROM unnest(allc) c
              WHERE c = ANY (keys) OR (c <> 'raw' AND NOT (p_full AND p_keys_only_inserts))));
-        EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys, par_ids, par_bat;
+        EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys, p_parent_ids, p_parent_batches;
         RETURN result;
     END IF;
 
@@ -562,7 +560,7 @@ BEGIN
         is_gone,                                                               -- 25
         key_join                                                               -- 26
     );
-    EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys, par_ids, par_bat;
+    EXECUTE q INTO result USING p_run, p_merchant, p_full AND p_keys_only_inserts, p_scope_keys, p_parent_ids, p_parent_batches;
     RETURN result;
 END
 $fn$;
@@ -735,7 +733,7 @@ BEGIN
             par_ids := NULL;
             par_bat := NULL;
             IF par_of IS NOT NULL THEN
-                SELECT x.ids, x.batches INTO par_ids, par_bat FROM squaresync._chosen_parents(p_merchant, par_of) x;
+                EXECUTE squaresync._chosen_parents_sql(par_of) INTO par_ids, par_bat USING p_merchant;
             END IF;
         END IF;
         c := squaresync._apply_table(p_run, p_merchant, t.table_name, p_full OR p_stream IN ('locations', 'vendors'),
@@ -743,6 +741,10 @@ BEGIN
         PERFORM squaresync._analyze_if_large('square', t.table_name, c);
         counts := counts || jsonb_build_object(t.table_name, c);
     END LOOP;
+    -- (Freed before the first load's index builds: a foundation's chosen orders at scale 10 are
+    -- 300,000 ids, ~12 MB, which would stand on top of the builds' sort memory.)
+    par_ids := NULL;
+    par_bat := NULL;
     FOREACH q IN ARRAY coalesce(redo, '{}') LOOP
         EXECUTE q;
     END LOOP;
