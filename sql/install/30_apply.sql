@@ -131,8 +131,8 @@ $fn$;
 -- the table; a rollback of it deletes by key), not a second copy of every column.
 -- p_scope_column, p_scope_keys: a full read of part of the table only (the stored rows whose
 -- p_scope_column is one of p_scope_keys may vanish; the others are not looked at).
--- p_parent_ids, p_parent_batches: a child table's chosen parents (_chosen_parents_sql), when the caller read them already
--- (once for all the children of a parent); read here otherwise.
+-- p_parent_ids, p_parent_batches: a child table's chosen parents (_chosen_parents_sql), when the
+-- caller read them already (once for all the children of a parent); read here otherwise.
 CREATE FUNCTION squaresync._apply_table(p_run bigint, p_merchant text, p_table text, p_full boolean,
                                         p_keys_only_inserts boolean DEFAULT false,
                                         p_scope_column text DEFAULT NULL, p_scope_keys text[] DEFAULT NULL,
