@@ -5,7 +5,7 @@
 # that build, a foundation, one incremental to warm up, two with nothing changed, two after a day's
 # changes (bench.py's DAY), then with 100 ms added to every request one with nothing changed and one
 # after a day. Prints each round and the medians, with the API requests. Interleaving is the point:
-# this VM's speed moves by up to half within minutes. The installed library is put back at the end.
+# this VM's speed moves by up to half within minutes. The installed files are put back at the end.
 #
 #   /usr/bin/python3 bench/ab_builds.py --a OLD.so --b NEW.so [--a-sql OLD.sql --b-sql NEW.sql] [--rounds 6]
 #
