@@ -536,6 +536,7 @@ void squaresync_sync_main(Datum main_arg) {
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 #endif
     squaresync::pg::begin_worker(args.database, args.role);
+    squaresync::pg::serve_sigterm_as_cancel();
     const std::int64_t run_id = DatumGetInt64(main_arg);
     static char what[64];
     snprintf(what, sizeof what, "run %lld", static_cast<long long>(run_id));

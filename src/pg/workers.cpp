@@ -6,6 +6,7 @@ extern "C" {
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
+#include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #if PG_VERSION_NUM >= 140000  // (pgstat.h declares it before PostgreSQL 14)
 #include "utils/backend_status.h"
@@ -13,9 +14,24 @@ extern "C" {
 #include "utils/memutils.h"
 }
 
+#include <cerrno>
+
 #include "workers.hpp"
 
 namespace squaresync::pg {
+
+namespace {
+
+// SIGTERM served as a cancel: sets what StatementCancelHandler sets (never ProcDiePending).
+void sigterm_as_cancel(SIGNAL_ARGS) {
+    const int save_errno = errno;
+    InterruptPending = true;
+    QueryCancelPending = true;
+    SetLatch(MyLatch);
+    errno = save_errno;
+}
+
+}  // namespace
 
 bool register_worker(const char* function, const std::string& name, const char* type, Datum main_arg,
                      const void* extra, std::size_t extra_size, BackgroundWorkerHandle** handle) {
@@ -41,6 +57,8 @@ void begin_worker(Oid database, Oid role) {
     BackgroundWorkerInitializeConnectionByOid(database, role, 0);
     MemoryContextSwitchTo(AllocSetContextCreate(TopMemoryContext, "squaresync worker", ALLOCSET_DEFAULT_SIZES));
 }
+
+void serve_sigterm_as_cancel() { pqsignal(SIGTERM, sigterm_as_cancel); }
 
 void end_worker(const char* what, const char* error) {
     CHECK_FOR_INTERRUPTS();

@@ -22,6 +22,13 @@ bool register_worker(const char* function, const std::string& name, const char* 
 // reloads the configuration), its connection to database as role, and a memory context of its own.
 void begin_worker(Oid database, Oid role);
 
+// For the sync worker, after begin_worker: a SIGTERM (pg_terminate_backend, a fast shutdown, DROP
+// DATABASE ... WITH (FORCE)) is served as a query cancel, wherever it lands: in a statement too, which
+// PostgreSQL's die() would end with a FATAL exit on the spot, leaving the run 'running' for a later
+// run to mark. The worker then stops its run the way a cancel stops it, records it failed itself,
+// and exits.
+void serve_sigterm_as_cancel();
+
 // The end of a worker's entry point, once nothing C++ is alive: lets a pending shutdown or cancel
 // take effect, logs error (when not empty) as a WARNING "squaresync: <what> ended with an error:
 // ...", and shows the worker idle.

@@ -328,13 +328,13 @@ HOLDS = {"start": ("squaresync.stage_locations", True, "squaresync: waiting"),
          "fetch": (None, False, None)}
 
 
-@pytest.mark.parametrize("where, signal_fn", [("fetch", "pg_cancel_backend"), ("fetch", "pg_terminate_backend"),
-                                              ("start", "pg_cancel_backend"), ("staging", "pg_cancel_backend"),
-                                              ("apply", "pg_cancel_backend")])
+@pytest.mark.parametrize("where", ["fetch", "start", "staging", "apply"])
+@pytest.mark.parametrize("signal_fn", ["pg_cancel_backend", "pg_terminate_backend"])
 def test_a_canceled_or_stopped_run_is_recorded_failed_by_its_own_worker(synced, fake, cluster, where, signal_fn):
-    """pg_cancel_backend or pg_terminate_backend of the sync worker stops the whole run (a cancel
-    inside a statement too, not just the stream it was staging or applying), and the worker itself
-    records it failed before it exits: no later run is needed to mark it."""
+    """pg_cancel_backend or pg_terminate_backend of the sync worker stops the whole run (inside a
+    statement too, not just the stream it was staging or applying: a SIGTERM there is served as a
+    cancel, not as PostgreSQL's FATAL exit on the spot), and the worker itself records it failed
+    before it exits: no later run is needed to mark it."""
     db = synced
     table, before, activity = HOLDS[where]
     holder = cluster.connect(autocommit=False) if table else None
@@ -426,19 +426,20 @@ def test_sigterm_of_the_sync_worker_waiting_for_its_apply_worker_stops_both_and_
     db.execute("SELECT squaresync.foundation()")
     before = db.execute("SELECT count(*), max(updated_at) FROM square.catalog_items").fetchone()
     fake.mutate({"catalog_items": {"update": 3}, "inventory_counts": {"update": 4}, "orders": {"update": 5}})
-    # The sync worker has applied the sales side and waits for the apply worker: the SIGTERM ends
-    # it at once (FATAL), and as it exits it asks the apply worker to stop.
+    # The sync worker has applied the sales side and waits for the apply worker: the SIGTERM, served
+    # as a cancel, ends that wait; the sync worker asks the apply worker to stop, waits for it, then
+    # records the run failed itself.
     run = _terminate_sync_worker_while_its_apply_worker_waits(
         db, fake, cluster, "waiting for the apply worker", lambda run: db.execute(
             "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'squaresync sync'"
             " AND query = 'squaresync: waiting for the apply worker'").fetchone())
-    # Nothing of the catalog side was applied, nor the export rebuilt; the run's worker recorded
-    # nothing more (its streams are left running, or marked failed by the scheduler's maintenance
-    # pass should it have come meanwhile); the next run marks the run failed and converges.
+    # Nothing of the catalog side was applied, nor the export rebuilt; the orders stay applied.
+    status, error = db.execute("SELECT status, error FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()
+    assert status == "failed" and "asked to stop" in error, (status, error)
     streams = {r[0]: (r[1], r[2]) for r in db.execute(
         "SELECT stream, status, error FROM squaresync.sync_run_streams WHERE run_id = %s", (run,))}
     for s in ("catalog", "inventory", "vendors"):
-        assert streams[s] in (("running", None), ("failed", "run interrupted")), streams
+        assert streams[s][0] == "failed" and "asked to stop" in streams[s][1], streams
     assert streams["orders"] == ("succeeded", None), streams
     assert db.execute("SELECT count(*), max(updated_at) FROM square.catalog_items").fetchone() == before
     assert db.execute("SELECT derived_at FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()[0] is None

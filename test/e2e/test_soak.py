@@ -1,8 +1,10 @@
 """test_soak.py: a soak (issue 8): consecutive incremental runs against a fake that mutates between
-runs and injects a random mix of faults. Afterwards the tables equal the fake's truth, the audit
+runs and injects a random mix of faults; now and then a run is canceled or its worker terminated at a
+random moment, or a run that succeeded is rolled back. Afterwards the tables equal the fake's truth, the audit
 trail accounts for every change each run reported, the workers' peak memory did not grow, and no
 PostgreSQL process crashed. `make test` runs SOAK_RUNS=12; the full soak is
-`SOAK_RUNS=200 /usr/bin/python3 -m pytest -q test/e2e/test_soak.py`."""
+`SOAK_RUNS=200 /usr/bin/python3 -m pytest -q test/e2e/test_soak.py` (SOAK_SEED=N for another mix
+of faults and changes)."""
 import os
 import random
 import time
@@ -10,6 +12,7 @@ import time
 from fakesquare import assert_matches_fake
 
 RUNS = int(os.environ.get("SOAK_RUNS", "12"))
+SEED = int(os.environ.get("SOAK_SEED", "20261125"))
 FAULTS = [
     dict(fault="429", count=3),
     dict(fault="429", count=2, retry_after=1),
@@ -22,6 +25,10 @@ FAULTS = [
     dict(fault="wrong_shape", count=1),
     dict(fault="delay", count=3, delay_ms=300),
 ]
+# In every six runs: one whose sync worker is terminated, one whose worker is canceled, each at a
+# random moment of the run (0 to 0.4 s in), and one rolled back once it has succeeded.
+STOPS = {2: "pg_terminate_backend", 4: "pg_cancel_backend"}
+ROLLBACK = 5
 PATHS = [None, "/v2/orders/search", "/v2/catalog/search", "/v2/payments", "/v2/inventory/counts/batch-retrieve",
          "/v2/refunds", "/v2/vendors/search", "/v2/locations"]
 
@@ -50,10 +57,11 @@ def peak_rss_kib(con, run_id):
 
 
 def test_soak(db, fake, cluster):
-    rng = random.Random(20261125)
+    rng = random.Random(SEED)
     log_start = len(cluster.log_text())
     db.execute("SELECT squaresync.foundation()")
     peaks = []
+    stopped = rolled_back = 0
     for i in range(RUNS):
         fake.mutate({"orders": {"update": rng.randint(1, 6), "create": rng.randint(0, 4)},
                      "catalog_items": {"update": rng.randint(0, 2), "create": rng.randint(0, 1),
@@ -68,13 +76,25 @@ def test_soak(db, fake, cluster):
             if path:
                 f["path"] = path
             fake.fault(**f)
+        stop = STOPS.get(i % 6)
         run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
+        if stop:
+            time.sleep(rng.uniform(0, 0.4))
+            stopped += len(db.execute(f"SELECT {stop}(worker_pid) FROM squaresync.sync_runs"
+                                      " WHERE id = %s AND status = 'running'", (run,)).fetchall())
         peaks.append(peak_rss_kib(db, run))
         status, error = db.execute("SELECT status, error FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()
-        assert status in ("succeeded", "partial"), (i, status, error)
+        if stop and status == "failed":
+            # Whatever it was doing, the worker recorded why the run ended; the next run resumes.
+            assert "asked to stop" in error, (i, stop, error)
+        else:
+            assert status in ("succeeded", "partial"), (i, status, error)
         if status == "partial":
             assert error, "a partial run must say what failed"
         fake.clear_faults()
+        if status == "succeeded" and i % 6 == ROLLBACK:
+            db.execute("SELECT squaresync.rollback(%s, 'soak')", (run,))
+            rolled_back += 1
     db.execute("SELECT squaresync.incremental()")
     assert_matches_fake(db, fake)
 
@@ -92,3 +112,4 @@ def test_soak(db, fake, cluster):
     first, last = max(peaks[:3]), max(peaks[-3:])
     assert last <= first * 1.5 + 8192, f"worker peak memory grew: {peaks}"
     assert "terminated by signal" not in cluster.log_text()[log_start:]
+    print(f"soak: {RUNS} runs, seed {SEED}, {stopped} stopped, {rolled_back} rolled back")
