@@ -25,9 +25,14 @@ FAULTS = [
     dict(fault="wrong_shape", count=1),
     dict(fault="delay", count=3, delay_ms=300),
 ]
-# In every six runs: one whose sync worker is terminated, one whose worker is canceled, each at a
-# random moment of the run (0 to 0.4 s in), and one rolled back once it has succeeded.
-STOPS = {2: "pg_terminate_backend", 4: "pg_cancel_backend"}
+# In every six runs: one whose sync worker is terminated and one whose sync worker is canceled, each
+# at a random moment of the run (0 to 0.4 s in), one whose apply worker is terminated (0 to 50 ms
+# after it appears; the sync worker then applies what it left), and one rolled back once it has
+# succeeded.
+SYNC_WORKER = "SELECT worker_pid FROM squaresync.sync_runs WHERE id = %(run)s AND status = 'running'"
+APPLY_WORKER = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'squaresync apply'"
+STOPS = {2: ("pg_terminate_backend", SYNC_WORKER), 4: ("pg_cancel_backend", SYNC_WORKER),
+         1: ("pg_terminate_backend", APPLY_WORKER)}
 ROLLBACK = 5
 PATHS = [None, "/v2/orders/search", "/v2/catalog/search", "/v2/payments", "/v2/inventory/counts/batch-retrieve",
          "/v2/refunds", "/v2/vendors/search", "/v2/locations"]
@@ -61,7 +66,7 @@ def test_soak(db, fake, cluster):
     log_start = len(cluster.log_text())
     db.execute("SELECT squaresync.foundation()")
     peaks = []
-    stopped = rolled_back = 0
+    stopped = rolled_back = appliers_stopped = 0
     for i in range(RUNS):
         fake.mutate({"orders": {"update": rng.randint(1, 6), "create": rng.randint(0, 4)},
                      "catalog_items": {"update": rng.randint(0, 2), "create": rng.randint(0, 1),
@@ -76,12 +81,22 @@ def test_soak(db, fake, cluster):
             if path:
                 f["path"] = path
             fake.fault(**f)
-        stop = STOPS.get(i % 6)
+        stop, target = STOPS.get(i % 6, (None, None))
         run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
         if stop:
-            time.sleep(rng.uniform(0, 0.4))
-            stopped += len(db.execute(f"SELECT {stop}(worker_pid) FROM squaresync.sync_runs"
-                                      " WHERE id = %s AND status = 'running'", (run,)).fetchall())
+            if target == APPLY_WORKER:
+                deadline = time.time() + 1
+                while time.time() < deadline and not db.execute(APPLY_WORKER).fetchall():
+                    time.sleep(0.005)
+                time.sleep(rng.uniform(0, 0.05))
+            else:
+                time.sleep(rng.uniform(0, 0.4))
+            hit = len(db.execute(f"SELECT {stop}(pid) FROM ({target}) w(pid)", {"run": run}).fetchall())
+            if target == APPLY_WORKER:
+                appliers_stopped += hit
+                stop = None  # the run itself goes on: the sync worker applies what the apply worker left
+            else:
+                stopped += hit
         peaks.append(peak_rss_kib(db, run))
         status, error = db.execute("SELECT status, error FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()
         if stop and status == "failed":
@@ -112,4 +127,5 @@ def test_soak(db, fake, cluster):
     first, last = max(peaks[:3]), max(peaks[-3:])
     assert last <= first * 1.5 + 8192, f"worker peak memory grew: {peaks}"
     assert "terminated by signal" not in cluster.log_text()[log_start:]
-    print(f"soak: {RUNS} runs, seed {SEED}, {stopped} stopped, {rolled_back} rolled back")
+    print(f"soak: {RUNS} runs, seed {SEED}, {stopped} stopped, {appliers_stopped} apply workers stopped,"
+          f" {rolled_back} rolled back")
