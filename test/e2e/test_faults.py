@@ -2,6 +2,7 @@
 clear recorded error, committed data stays consistent, and the same run (after retries) or the next
 one converges to exactly the fake's truth, with no row lost and none duplicated."""
 import os
+import random
 import signal
 import threading
 import time
@@ -10,6 +11,7 @@ import pytest
 
 from fakesquare import assert_matches_fake
 from test_ops import wait_for
+from test_sync import definitions, upkeep
 
 
 def last_run(con):
@@ -479,6 +481,38 @@ def test_sigterm_of_the_sync_worker_during_its_fetch_stops_its_apply_worker_and_
     assert db.execute("SELECT count(*), max(updated_at) FROM square.catalog_items").fetchone() == before
     _next_run_converges(db, fake, run)
     assert "terminated by signal" not in cluster.log_text()[log_start:]
+
+
+def test_a_first_load_stopped_at_random_moments_keeps_its_tables_whole_and_the_next_foundation_converges(
+        db, fake, cluster):
+    """A foundation into empty tables (a first load: their secondary indexes and foreign keys dropped
+    and made again inside each stream's transaction) gets a SIGTERM or a cancel at a random moment,
+    eight times: each time its own worker records it failed (or it had already finished), the
+    tables keep every index and foreign key, validated, and a foundation then equals the fake."""
+    rng = random.Random(20261130)
+    expected = definitions(upkeep(db))
+    started = time.time()
+    db.execute("SELECT squaresync.foundation()")
+    took = time.time() - started
+    stopped = 0
+    for k in range(8):
+        db.execute("DROP EXTENSION squaresync CASCADE")
+        db.execute("CREATE EXTENSION squaresync")
+        db.execute("SELECT squaresync.connect(%s, base_url => %s)", (fake.token, fake.url))
+        run = db.execute("SELECT squaresync.foundation(wait => false)").fetchone()[0]
+        time.sleep(rng.uniform(0, took))
+        signal_fn = ("pg_terminate_backend", "pg_cancel_backend")[k % 2]
+        stopped += len(db.execute(f"SELECT {signal_fn}(worker_pid) FROM squaresync.sync_runs"
+                                  " WHERE id = %s AND status = 'running'", (run,)).fetchall())
+        wait_for(lambda: db.execute("SELECT status <> 'running' FROM squaresync.sync_runs WHERE id = %s",
+                                    (run,)).fetchone()[0], 60, "the run to end")
+        status, error = db.execute("SELECT status, error FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()
+        assert status == "succeeded" or (status == "failed" and "asked to stop" in error), (k, status, error)
+        assert definitions(upkeep(db)) == expected, k
+        nxt = db.execute("SELECT squaresync.foundation()").fetchone()[0]
+        assert db.execute("SELECT status FROM squaresync.sync_runs WHERE id = %s", (nxt,)).fetchone()[0] == "succeeded"
+        assert_matches_fake(db, fake)
+    assert stopped >= 1, "no foundation was still running when its signal came"
 
 
 def test_immediate_shutdown_mid_run_then_restart_converges(db, fake, cluster):
