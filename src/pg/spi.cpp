@@ -6,7 +6,9 @@ extern "C" {
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
 #include "commands/copy.h"
+#include "commands/extension.h"
 #include "nodes/makefuncs.h"
 #include "nodes/value.h"
 #include "parser/parse_node.h"
@@ -15,6 +17,7 @@ extern "C" {
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "pgstat.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
@@ -26,6 +29,7 @@ extern "C" {
 
 #include "guard.hpp"
 #include "mapping.hpp"
+#include "streams.hpp"
 
 namespace squaresync::pg {
 
@@ -159,6 +163,26 @@ void spi_finish() {
     pg_call([] { SPI_finish(); });
 }
 
+namespace {
+
+bool g_extension_required = false;
+
+// A sync or apply worker's transaction holds the extension (a share lock on the extension object)
+// until it ends. DROP EXTENSION locks the extension before anything it drops, so it waits for the
+// transaction instead of taking some of the tables the transaction goes on to use (a deadlock,
+// which PostgreSQL breaks by failing one of the two); a transaction that waited for a DROP finds
+// the extension gone.
+bool hold_extension() {
+    const Oid extension = get_extension_oid("squaresync", true);
+    if (!OidIsValid(extension)) return false;
+    LockDatabaseObject(ExtensionRelationId, extension, 0, AccessShareLock);
+    return get_extension_oid("squaresync", true) == extension;
+}
+
+}  // namespace
+
+void require_extension() { g_extension_required = true; }
+
 void begin_transaction() {
     g_outer_context = CurrentMemoryContext;
     // (in_transaction aborts what this started if any step fails.)
@@ -168,6 +192,10 @@ void begin_transaction() {
         if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
         PushActiveSnapshot(GetTransactionSnapshot());
     });
+    if (!g_extension_required) return;
+    bool held = false;
+    pg_call([&] { held = hold_extension(); });
+    if (!held) throw RunAbort("the squaresync extension was dropped while the run was in progress");
 }
 
 void commit_transaction() {

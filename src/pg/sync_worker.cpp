@@ -7,7 +7,6 @@
 extern "C" {
 #include "postgres.h"
 
-#include "commands/extension.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "utils/guc.h"
@@ -69,17 +68,13 @@ public:
         return stop_on_cancel("a page of " + stream + " was staged", [&] {
             // (Streams listed by entries first stage only what not_held() chose: nothing to drop.)
             if (incremental_ && !stream_reads_whole(stream) && !stream_lists_entries(stream)) skip_stored(batches);
-            bool installed = true;
             std::int64_t staged = 0;
-            in_transaction([&] {
-                pg_call([&] { installed = OidIsValid(get_extension_oid("squaresync", true)); });
-                if (!installed) return;
+            in_transaction([&] {  // (throws RunAbort should the extension have been dropped)
                 for (const auto& b : batches) {
                     spi_stage_batch(b);
                     staged += static_cast<std::int64_t>(b.rows);
                 }
             });
-            if (!installed) throw RunAbort("the squaresync extension was dropped while the run was in progress");
             return staged;
         });
     }

@@ -16,6 +16,7 @@ extern "C" {
 
 #include <cerrno>
 
+#include "spi.hpp"
 #include "workers.hpp"
 
 namespace squaresync::pg {
@@ -56,6 +57,7 @@ void begin_worker(Oid database, Oid role) {
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnectionByOid(database, role, 0);
     MemoryContextSwitchTo(AllocSetContextCreate(TopMemoryContext, "squaresync worker", ALLOCSET_DEFAULT_SIZES));
+    require_extension();
 }
 
 void serve_sigterm_as_cancel() { pqsignal(SIGTERM, sigterm_as_cancel); }

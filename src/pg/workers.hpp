@@ -19,7 +19,8 @@ bool register_worker(const char* function, const std::string& name, const char* 
                      const void* extra, std::size_t extra_size, BackgroundWorkerHandle** handle);
 
 // The start of a worker's entry point: PostgreSQL's signal handlers (SIGTERM stops it, SIGHUP
-// reloads the configuration), its connection to database as role, and a memory context of its own.
+// reloads the configuration), its connection to database as role, and a memory context of its own;
+// its transactions then require the extension (require_extension).
 void begin_worker(Oid database, Oid role);
 
 // For the sync worker, after begin_worker: a SIGTERM (pg_terminate_backend, a fast shutdown, DROP

@@ -550,6 +550,44 @@ def test_drop_extension_during_a_run_completes_and_the_worker_leaves(db, fake, c
     other.close()
 
 
+def test_drop_extension_at_random_moments_of_a_run_never_deadlocks_and_the_workers_leave(db, fake, cluster):
+    """DROP EXTENSION at a random moment of an incremental run (fetching, staging, applying in either
+    worker, recording): the DROP waits at most for the transaction in progress, never deadlocks with
+    it (each worker transaction holds the extension, which the DROP locks before the tables), and
+    both workers leave saying why, not with a missing relation."""
+    rng = random.Random(20261130)
+    interrupted = 0
+    other = cluster.connect()
+    other.execute("SET lock_timeout = '10s'")
+    try:
+        for k in range(12):
+            db.execute("SELECT squaresync.foundation()")
+            fake.mutate({"orders": {"update": 5}, "catalog_items": {"update": 2}, "inventory_counts": {"update": 4}})
+            log_start = len(cluster.log_text())
+            db.execute("SELECT squaresync.incremental(wait => false)")
+            pid = worker_pid(db)
+            time.sleep(rng.uniform(0, 0.35))
+            other.execute("DROP EXTENSION squaresync CASCADE")  # (a deadlock would fail it)
+            wait_gone(db, pid, "the sync worker to leave")
+            wait_for(lambda: not db.execute("SELECT FROM pg_stat_activity WHERE backend_type"
+                                            " IN ('squaresync sync', 'squaresync apply')").fetchall(),
+                     30, "the apply worker to leave")
+            log = cluster.log_text()[log_start:]
+            assert "terminated by signal" not in log and "does not exist" not in log, (k, log[-2000:])
+            said = [line for line in log.splitlines() if ("squaresync sync" in line or "squaresync apply" in line)
+                    and ("WARNING" in line or "ERROR" in line or "FATAL" in line or " stopped: " in line)]
+            for line in said:
+                assert "the squaresync extension was dropped while the run was in progress" in line or \
+                    "terminating background worker" in line, (k, line)
+            interrupted += bool(said)
+            db.execute("CREATE EXTENSION squaresync")
+            db.execute("SELECT squaresync.connect(%s, base_url => %s)", (fake.token, fake.url))
+            fake.reset()
+    finally:
+        other.close()
+    assert interrupted >= 3, f"only {interrupted} of 12 runs were still going when the DROP came"
+
+
 def test_drop_database_during_a_run_completes_and_the_worker_leaves(cluster, fake):
     """DROP DATABASE ... WITH (FORCE) terminates the worker, and PostgreSQL itself fails the DROP
     ("being accessed by other users") unless every backend of the database has left within its own
