@@ -320,6 +320,57 @@ def test_sigkill_of_the_worker_then_the_next_run_converges(db, fake, cluster, ph
     con.close()
 
 
+def test_sigkill_at_random_moments_of_first_loads_and_incrementals_loses_nothing(db, fake, cluster):
+    """SIGKILL of the sync or the apply worker at a random moment, alternately of a foundation into
+    empty tables (whose streams drop and make again their indexes and foreign keys) and of an
+    incremental after a day of changes; each time the server restarts (crash recovery), every index
+    and foreign key is still there, and the next run succeeds and equals the fake."""
+    rng = random.Random(20261130)
+    expected = definitions(upkeep(db))
+    started = time.time()
+    db.execute("SELECT squaresync.foundation()")
+    took = time.time() - started
+    con, crashes = db, 0
+    try:
+        for k in range(8):
+            if k % 2 == 0:
+                con.execute("DROP EXTENSION squaresync CASCADE")
+                con.execute("CREATE EXTENSION squaresync")
+                con.execute("SELECT squaresync.connect(%s, base_url => %s)", (fake.token, fake.url))
+                con.execute("SELECT squaresync.foundation(wait => false)")
+                delay = rng.uniform(0, took)
+            else:
+                fake.mutate({"orders": {"update": 8, "create": 3}, "catalog_items": {"update": 2},
+                             "inventory_counts": {"update": 4}})
+                con.execute("SELECT squaresync.incremental(wait => false)")
+                delay = rng.uniform(0, 0.3)
+            pids = [worker_pid(con)]
+            log_start = len(cluster.log_text())
+            time.sleep(delay)
+            pids += [r[0] for r in con.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'squaresync apply'")]
+            try:
+                os.kill(rng.choice(pids), signal.SIGKILL)
+            except ProcessLookupError:
+                continue  # the run had ended
+            con.close()
+            # (A worker that was exiting when it was killed leaves no crash: its run had ended.)
+            time.sleep(2)
+            if "terminated by signal 9" in cluster.log_text()[log_start:]:
+                crashes += 1
+                wait_crash_restart(cluster, log_start)
+            con = cluster.connect()
+            assert definitions(upkeep(con)) == expected, k
+            nxt = con.execute("SELECT squaresync.incremental()").fetchone()[0]
+            status, error = con.execute("SELECT status, error FROM squaresync.sync_runs WHERE id = %s", (nxt,)).fetchone()
+            assert status == "succeeded", (k, status, error)
+            assert not con.execute("SELECT id FROM squaresync.sync_runs WHERE status = 'running'").fetchall(), k
+            assert_matches_fake(con, fake)
+    finally:
+        if con is not db:
+            con.close()
+    assert crashes >= 3, f"only {crashes} of 8 kills found a worker still running"
+
+
 # Where a run is when its worker is signalled, and how it is held there: another session holds a
 # table the worker needs (locked before the run starts, or once it has started), and Square answers
 # each request late. "start": emptying the staging tables; "staging": staging the locations' page;
