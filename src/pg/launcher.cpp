@@ -144,6 +144,7 @@ void squaresync_maintenance_main(Datum arg) {
     pqsignal(SIGTERM, die);
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+    squaresync::pg::use_read_committed();
     pgstat_report_activity(STATE_RUNNING, "squaresync: maintenance");
 
     static char message[1024];

@@ -3,7 +3,6 @@
 extern "C" {
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
@@ -94,7 +93,7 @@ void launch_worker(std::int64_t run_id, RunKind kind, const std::string& trigger
         throw UserError(ERRCODE_ADMIN_SHUTDOWN, "the server shut down while starting a sync worker");
     // Wait until the worker has taken the run lock and committed the run's row, or has exited.
     for (int i = 0;; ++i) {
-        auto r = spi_exec("SELECT 1 FROM squaresync.sync_runs WHERE id = $1::bigint", {std::to_string(run_id)});
+        auto r = spi_read_latest("SELECT 1 FROM squaresync.sync_runs WHERE id = $1::bigint", {std::to_string(run_id)});
         if (!r.rows.empty()) return;
         bool alive = false;
         pg_call([&] { alive = kill(pid, 0) == 0; });
@@ -151,10 +150,9 @@ void fail_stale_runs(std::int64_t except_run) {
 std::int64_t start_run(RunKind kind, const std::string& triggered_by, bool* joined) {
     advisory_lock(kStartLock, true);
     try {
-        auto running = spi_exec(std::string("SELECT id, kind FROM squaresync.sync_runs WHERE status = 'running'"
-                                            " AND worker_pid IN (") +
-                                    kRunningWorkers + ") ORDER BY id DESC LIMIT 1",
-                                {});
+        auto running = spi_read_latest(std::string("SELECT id, kind FROM squaresync.sync_runs WHERE status = 'running'"
+                                                   " AND worker_pid IN (") +
+                                       kRunningWorkers + ") ORDER BY id DESC LIMIT 1");
         std::int64_t id;
         if (!running.rows.empty()) {
             id = std::stoll(*running.at(0, 0));
@@ -183,7 +181,7 @@ std::string wait_run(std::int64_t run_id, std::string* error) {
                             ") FROM squaresync.sync_runs WHERE id = $1::bigint";
     bool seen_dead = false;
     for (;;) {
-        auto r = spi_exec(sql, {std::to_string(run_id)});
+        auto r = spi_read_latest(sql, {std::to_string(run_id)});
         if (r.rows.empty()) throw UserError(ERRCODE_UNDEFINED_OBJECT, "run " + std::to_string(run_id) + " does not exist");
         const std::string status = r.at(0, 0).value_or("");
         if (status != "running") {
@@ -210,14 +208,9 @@ namespace {
 
 Datum run_entry(RunKind kind, FunctionCallInfo fcinfo) {
     const bool wait = PG_ARGISNULL(0) ? true : PG_GETARG_BOOL(0);
-    // Both ways the caller waits for the worker's commits (the run's row at least), which a
-    // transaction snapshot would never show.
-    if (IsolationUsesXactSnapshot())
-        throw UserError(ERRCODE_FEATURE_NOT_SUPPORTED,
-                        std::string("squaresync.") + (kind == RunKind::Foundation ? "foundation" : "incremental") +
-                            "() needs READ COMMITTED isolation: it waits for the sync worker's commits, which a "
-                            "REPEATABLE READ or SERIALIZABLE transaction does not see",
-                        "Call it outside such a transaction (READ COMMITTED is PostgreSQL's default).");
+    // Both ways the caller waits for the worker's commits (the run's row at least): it reads them
+    // with a snapshot of their own (spi_read_latest), so that a REPEATABLE READ or SERIALIZABLE
+    // transaction (a database's default_transaction_isolation, for one) sees them too.
     spi_connect();
     // The run lock held by this very transaction (squaresync.rollback() takes it until commit): the
     // worker would wait for it, and this call for the worker.

@@ -37,7 +37,9 @@ namespace {
 MemoryContext g_outer_context = nullptr;  // the caller's context across worker transactions
 }
 
-SpiResult spi_exec(const std::string& sql, const std::vector<Value>& params, bool read_only) {
+namespace {
+
+SpiResult execute(const std::string& sql, const std::vector<Value>& params, bool read_only, bool latest) {
     const int n = static_cast<int>(params.size());
     std::vector<Oid> types(static_cast<std::size_t>(n), TEXTOID);
     std::vector<Datum> values(static_cast<std::size_t>(n), 0);
@@ -66,9 +68,18 @@ SpiResult spi_exec(const std::string& sql, const std::vector<Value>& params, boo
             else
                 nulls[static_cast<std::size_t>(i)] = 'n';
         }
-        int rc = SPI_execute_with_args(sql.c_str(), n, types.data(), values.data(), nulls.data(), read_only, 0);
+        int rc;
+        if (latest) {
+            SPIPlanPtr plan = SPI_prepare(sql.c_str(), n, types.data());
+            if (plan == nullptr) elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+            rc = SPI_execute_snapshot(plan, values.data(), nulls.data(), GetLatestSnapshot(), InvalidSnapshot, true,
+                                      false, 0);
+            SPI_freeplan(plan);
+        } else {
+            rc = SPI_execute_with_args(sql.c_str(), n, types.data(), values.data(), nulls.data(), read_only, 0);
+        }
         MemoryContextSwitchTo(scratch);  // (SPI returns in its own procedure context)
-        if (rc < 0) elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+        if (rc < 0) elog(ERROR, "SPI execution failed: %s", SPI_result_code_string(rc));
         processed = SPI_processed;
         if (SPI_tuptable != nullptr) {
             nrows = SPI_processed;
@@ -93,6 +104,16 @@ SpiResult spi_exec(const std::string& sql, const std::vector<Value>& params, boo
         out.rows.push_back(std::move(row));
     }
     return out;
+}
+
+}  // namespace
+
+SpiResult spi_exec(const std::string& sql, const std::vector<Value>& params, bool read_only) {
+    return execute(sql, params, read_only, false);
+}
+
+SpiResult spi_read_latest(const std::string& sql, const std::vector<Value>& params) {
+    return execute(sql, params, true, true);
 }
 
 namespace {

@@ -24,6 +24,11 @@ struct SpiResult {
 // Runs one statement with text parameters ($1, $2 ... typed text; cast in the SQL).
 SpiResult spi_exec(const std::string& sql, const std::vector<Value>& params = {}, bool read_only = false);
 
+// Runs one read-only statement with a snapshot taken for it, which sees every transaction committed
+// before it starts, whatever the calling transaction's isolation level (as PostgreSQL's foreign key
+// checks read under REPEATABLE READ): for a caller that waits for another process's commits.
+SpiResult spi_read_latest(const std::string& sql, const std::vector<Value>& params = {});
+
 // Stages a batch of rows, already formatted as COPY text (RowBatch::copy_text), with COPY FROM.
 void spi_stage_batch(const RowBatch& batch);
 

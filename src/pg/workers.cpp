@@ -8,6 +8,7 @@ extern "C" {
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #if PG_VERSION_NUM >= 140000  // (pgstat.h declares it before PostgreSQL 14)
 #include "utils/backend_status.h"
 #endif
@@ -56,8 +57,13 @@ void begin_worker(Oid database, Oid role) {
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnectionByOid(database, role, 0);
+    use_read_committed();
     MemoryContextSwitchTo(AllocSetContextCreate(TopMemoryContext, "squaresync worker", ALLOCSET_DEFAULT_SIZES));
     require_extension();
+}
+
+void use_read_committed() {
+    SetConfigOption("default_transaction_isolation", "read committed", PGC_USERSET, PGC_S_SESSION);
 }
 
 void serve_sigterm_as_cancel() { pqsignal(SIGTERM, sigterm_as_cancel); }

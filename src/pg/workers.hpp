@@ -19,9 +19,17 @@ bool register_worker(const char* function, const std::string& name, const char* 
                      const void* extra, std::size_t extra_size, BackgroundWorkerHandle** handle);
 
 // The start of a worker's entry point: PostgreSQL's signal handlers (SIGTERM stops it, SIGHUP
-// reloads the configuration), its connection to database as role, and a memory context of its own;
+// reloads the configuration), its connection to database as role (READ COMMITTED, use_read_committed),
+// and a memory context of its own;
 // its transactions then require the extension (require_extension).
 void begin_worker(Oid database, Oid role);
+
+// Makes this worker's transactions READ COMMITTED whatever default_transaction_isolation the
+// server, database or role sets: the sync and apply workers update the same run's rows side by
+// side (under REPEATABLE READ or SERIALIZABLE one of them would fail with a serialization error),
+// and a worker waiting for another's commit (a run's row, a stream's) must see it. begin_worker
+// calls it; the maintenance worker too.
+void use_read_committed();
 
 // For the sync worker, after begin_worker: a SIGTERM (pg_terminate_backend, a fast shutdown, DROP
 // DATABASE ... WITH (FORCE)) is served as a query cancel, wherever it lands: in a statement too, which

@@ -477,6 +477,31 @@ def test_concurrent_calls_start_one_run(db, fake, cluster):
     assert db.execute("SELECT count(*) FROM squaresync.sync_runs").fetchone()[0] == 1
 
 
+@pytest.mark.parametrize("level", ["repeatable read", "serializable"])
+def test_a_database_whose_default_isolation_is_stricter_syncs_as_in_read_committed(db, fake, cluster, level):
+    """With the database's default_transaction_isolation at REPEATABLE READ or SERIALIZABLE, the
+    calls (in a transaction of that level) start and wait for their runs, and the sync and apply
+    workers, which update the same run's rows side by side, keep to READ COMMITTED: a foundation and
+    days of changes all succeed. (Before, the workers failed the orders with serialization errors.)"""
+    admin = cluster.connect()
+    admin.execute(f"ALTER DATABASE postgres SET default_transaction_isolation = '{level}'")
+    try:
+        con = cluster.connect()
+        assert con.execute("SHOW transaction_isolation").fetchone()[0] == level
+        runs = [con.execute("SELECT squaresync.foundation()").fetchone()[0]]
+        for _ in range(3):
+            fake.mutate({"orders": {"update": 20, "create": 5}, "catalog_items": {"update": 5},
+                         "inventory_counts": {"update": 10}})
+            runs.append(con.execute("SELECT squaresync.incremental()").fetchone()[0])
+        con.close()
+    finally:
+        admin.execute("ALTER DATABASE postgres RESET default_transaction_isolation")
+        admin.close()
+    statuses = db.execute("SELECT status FROM squaresync.sync_runs WHERE id = ANY(%s) ORDER BY id", (runs,)).fetchall()
+    assert [r[0] for r in statuses] == ["succeeded"] * 4, statuses
+    assert_matches_fake(db, fake)
+
+
 def test_a_foundation_asked_for_during_an_incremental_runs_after_it(db, fake, cluster):
     """An incremental call joins a run in progress of either kind; a foundation call does not join an
     incremental (it would not be a foundation: a daily pg_cron foundation firing while a 15-minute
