@@ -42,11 +42,12 @@ void in_transaction(F&& body);
 
 void begin_transaction();
 void commit_transaction();
+void abort_transaction();
+
 // For the sync and apply workers: from now on each transaction holds the squaresync extension
 // against DROP EXTENSION until it ends, and one that finds it gone (dropped during the run) throws
 // RunAbort as it begins (begin_transaction).
 void require_extension();
-void abort_transaction();
 
 template <typename F>
 void in_transaction(F&& body) {

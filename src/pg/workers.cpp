@@ -6,6 +6,7 @@ extern "C" {
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
@@ -24,11 +25,13 @@ namespace squaresync::pg {
 
 namespace {
 
-// SIGTERM served as a cancel: sets what StatementCancelHandler sets (never ProcDiePending).
+// SIGTERM served as a cancel: does what StatementCancelHandler does (never sets ProcDiePending).
 void sigterm_as_cancel(SIGNAL_ARGS) {
     const int save_errno = errno;
-    InterruptPending = true;
-    QueryCancelPending = true;
+    if (!proc_exit_inprogress) {  // (as PostgreSQL's: not while the process exits)
+        InterruptPending = true;
+        QueryCancelPending = true;
+    }
     SetLatch(MyLatch);
     errno = save_errno;
 }
