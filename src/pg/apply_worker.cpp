@@ -151,7 +151,7 @@ void squaresync_apply_main(Datum main_arg) {
     using namespace squaresync::pg;
     ApplyArgs args;
     memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof args);
-    begin_worker(args.database, args.role);
+    begin_worker(args.database, args.role, OnSigterm::Exit);
     const std::int64_t run_id = DatumGetInt64(main_arg);
     static char what[64];
     snprintf(what, sizeof what, "the apply worker of run %lld", static_cast<long long>(run_id));

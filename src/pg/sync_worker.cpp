@@ -530,8 +530,7 @@ void squaresync_sync_main(Datum main_arg) {
     // heap: freed, they return to the system instead of raising the heap the apply then runs in.
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 #endif
-    squaresync::pg::begin_worker(args.database, args.role);
-    squaresync::pg::serve_sigterm_as_cancel();
+    squaresync::pg::begin_worker(args.database, args.role, squaresync::pg::OnSigterm::Cancel);
     const std::int64_t run_id = DatumGetInt64(main_arg);
     static char what[64];
     snprintf(what, sizeof what, "run %lld", static_cast<long long>(run_id));

@@ -55,8 +55,8 @@ bool register_worker(const char* function, const std::string& name, const char* 
     return RegisterDynamicBackgroundWorker(&w, handle);
 }
 
-void begin_worker(Oid database, Oid role) {
-    pqsignal(SIGTERM, die);
+void begin_worker(Oid database, Oid role, OnSigterm on_sigterm) {
+    pqsignal(SIGTERM, on_sigterm == OnSigterm::Cancel ? sigterm_as_cancel : die);
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnectionByOid(database, role, 0);
@@ -68,8 +68,6 @@ void begin_worker(Oid database, Oid role) {
 void use_read_committed() {
     SetConfigOption("default_transaction_isolation", "read committed", PGC_USERSET, PGC_S_SESSION);
 }
-
-void serve_sigterm_as_cancel() { pqsignal(SIGTERM, sigterm_as_cancel); }
 
 void end_worker(const char* what, const char* error) {
     CHECK_FOR_INTERRUPTS();

@@ -18,11 +18,18 @@ namespace squaresync::pg {
 bool register_worker(const char* function, const std::string& name, const char* type, Datum main_arg,
                      const void* extra, std::size_t extra_size, BackgroundWorkerHandle** handle);
 
-// The start of a worker's entry point: PostgreSQL's signal handlers (SIGTERM stops it, SIGHUP
-// reloads the configuration), its connection to database as role (READ COMMITTED, use_read_committed),
-// and a memory context of its own;
-// its transactions then require the extension (require_extension).
-void begin_worker(Oid database, Oid role);
+// What a SIGTERM (pg_terminate_backend, a fast shutdown, DROP DATABASE ... WITH (FORCE)) does to a
+// worker. Exit: PostgreSQL's die(), a FATAL exit at the next check for interrupts, inside a
+// statement too (the apply worker: its transaction is aborted). Cancel: it is served as a query
+// cancel, wherever it lands (the sync worker: it then stops its run the way a cancel stops it,
+// records it failed itself, and exits; die() inside a statement would leave the run 'running' for
+// a later run to mark).
+enum class OnSigterm { Exit, Cancel };
+
+// The start of a worker's entry point: signal handlers (SIGTERM as on_sigterm says, SIGHUP reloads
+// the configuration), its connection to database as role (READ COMMITTED, use_read_committed), and
+// a memory context of its own; its transactions then require the extension (require_extension).
+void begin_worker(Oid database, Oid role, OnSigterm on_sigterm);
 
 // Makes this worker's transactions READ COMMITTED whatever default_transaction_isolation the
 // server, database or role sets: the sync and apply workers update the same run's rows side by
@@ -30,13 +37,6 @@ void begin_worker(Oid database, Oid role);
 // and a worker waiting for another's commit (a run's row, a stream's) must see it. begin_worker
 // calls it; the maintenance worker too.
 void use_read_committed();
-
-// For the sync worker, after begin_worker: a SIGTERM (pg_terminate_backend, a fast shutdown, DROP
-// DATABASE ... WITH (FORCE)) is served as a query cancel, wherever it lands: in a statement too, which
-// PostgreSQL's die() would end with a FATAL exit on the spot, leaving the run 'running' for a later
-// run to mark. The worker then stops its run the way a cancel stops it, records it failed itself,
-// and exits.
-void serve_sigterm_as_cancel();
 
 // The end of a worker's entry point, once nothing C++ is alive: lets a pending shutdown or cancel
 // take effect, logs error (when not empty) as a WARNING "squaresync: <what> ended with an error:

@@ -320,6 +320,13 @@ def test_sigkill_of_the_worker_then_the_next_run_converges(db, fake, cluster, ph
     con.close()
 
 
+def fresh_extension(con, fake):
+    """The extension dropped and created again, connected to the fake: its tables empty."""
+    con.execute("DROP EXTENSION squaresync CASCADE")
+    con.execute("CREATE EXTENSION squaresync")
+    con.execute("SELECT squaresync.connect(%s, base_url => %s)", (fake.token, fake.url))
+
+
 def test_sigkill_at_random_moments_of_first_loads_and_incrementals_loses_nothing(db, fake, cluster):
     """SIGKILL of the sync or the apply worker at a random moment, alternately of a foundation into
     empty tables (whose streams drop and make again their indexes and foreign keys) and of an
@@ -334,9 +341,7 @@ def test_sigkill_at_random_moments_of_first_loads_and_incrementals_loses_nothing
     try:
         for k in range(8):
             if k % 2 == 0:
-                con.execute("DROP EXTENSION squaresync CASCADE")
-                con.execute("CREATE EXTENSION squaresync")
-                con.execute("SELECT squaresync.connect(%s, base_url => %s)", (fake.token, fake.url))
+                fresh_extension(con, fake)
                 con.execute("SELECT squaresync.foundation(wait => false)")
                 delay = rng.uniform(0, took)
             else:
@@ -547,9 +552,7 @@ def test_a_first_load_stopped_at_random_moments_keeps_its_tables_whole_and_the_n
     took = time.time() - started
     stopped = 0
     for k in range(8):
-        db.execute("DROP EXTENSION squaresync CASCADE")
-        db.execute("CREATE EXTENSION squaresync")
-        db.execute("SELECT squaresync.connect(%s, base_url => %s)", (fake.token, fake.url))
+        fresh_extension(db, fake)
         run = db.execute("SELECT squaresync.foundation(wait => false)").fetchone()[0]
         time.sleep(rng.uniform(0, took))
         signal_fn = ("pg_terminate_backend", "pg_cancel_backend")[k % 2]

@@ -83,20 +83,16 @@ def test_soak(db, fake, cluster):
             fake.fault(**f)
         stop, target = STOPS.get(i % 6, (None, None))
         run = db.execute("SELECT squaresync.incremental(wait => false)").fetchone()[0]
-        if stop:
-            if target == APPLY_WORKER:
-                deadline = time.time() + 1
-                while time.time() < deadline and not db.execute(APPLY_WORKER).fetchall():
-                    time.sleep(0.005)
-                time.sleep(rng.uniform(0, 0.05))
-            else:
-                time.sleep(rng.uniform(0, 0.4))
-            hit = len(db.execute(f"SELECT {stop}(pid) FROM ({target}) w(pid)", {"run": run}).fetchall())
-            if target == APPLY_WORKER:
-                appliers_stopped += hit
-                stop = None  # the run itself goes on: the sync worker applies what the apply worker left
-            else:
-                stopped += hit
+        if target == APPLY_WORKER:
+            deadline = time.time() + 1
+            while time.time() < deadline and not db.execute(APPLY_WORKER).fetchall():
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.05))
+            appliers_stopped += len(db.execute(f"SELECT {stop}(pid) FROM ({target}) w(pid)").fetchall())
+            stop = None  # the run itself goes on: the sync worker applies what the apply worker left
+        elif stop:
+            time.sleep(rng.uniform(0, 0.4))
+            stopped += len(db.execute(f"SELECT {stop}(pid) FROM ({target}) w(pid)", {"run": run}).fetchall())
         peaks.append(peak_rss_kib(db, run))
         status, error = db.execute("SELECT status, error FROM squaresync.sync_runs WHERE id = %s", (run,)).fetchone()
         if stop and status == "failed":
